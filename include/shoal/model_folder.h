@@ -1,0 +1,92 @@
+// Hugging Face model folders: config.json, safetensors weights (one file, or shards listed in
+// model.safetensors.index.json), tokenizer files. Layers are found from tensor names of the form
+// `<prefix>.<N>.<rest>`, so Llama, Mistral, Qwen2/3, Gemma, Phi and GPT-2 style checkpoints work
+// without a per-architecture table. Implemented in src/io/model_folder.cpp.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "shoal/safetensors.h"
+
+namespace shoal {
+
+// A tensor name split around its layer index: "model.layers.3.mlp.up_proj.weight" ->
+// {"model.layers", 3, "mlp.up_proj.weight"}. The first dot-separated all-digit component is the
+// layer index.
+struct LayerName {
+  std::string prefix;
+  int layer = -1;
+  std::string rest;
+};
+std::optional<LayerName> split_layer_name(std::string_view tensor_name);
+std::string join_layer_name(const LayerName& n);
+
+// True for token-embedding and output-projection tensors (embed_tokens, lm_head, wte,
+// word_embeddings, embed_in, embed_out, tok_embeddings, and GGUF-style token_embd / output),
+// whose rows are vocabulary entries and may differ in count between models.
+bool is_embedding_name(std::string_view tensor_name);
+
+struct LayerLayout {
+  std::string prefix;  // "model.layers"; empty when the model has no numbered layers
+  int n_layers = 0;    // highest index + 1
+};
+
+class ModelFolder {
+ public:
+  // Opens and validates the folder: config.json (if present) must be valid JSON; every shard
+  // named by the index must exist and contain exactly the tensors the index assigns it; a tensor
+  // name may appear only once. Throws FormatError / IoError naming the file and tensor.
+  static ModelFolder open(const std::filesystem::path& dir);
+
+  ModelFolder(ModelFolder&&) noexcept;
+  ModelFolder& operator=(ModelFolder&&) noexcept;
+  ~ModelFolder();
+
+  const std::filesystem::path& dir() const { return dir_; }
+  // Parsed config.json, or an empty object when the folder has none.
+  const nlohmann::json& config() const { return config_; }
+  bool has_config() const { return has_config_; }
+
+  // All tensor names, shard by shard in file order.
+  const std::vector<std::string>& tensor_names() const { return names_; }
+  // nullptr if absent.
+  const TensorInfo* find(std::string_view name) const;
+  // The file holding a tensor (for error messages). Tensor must exist.
+  const std::filesystem::path& file_of(std::string_view name) const;
+  // Throws FormatError naming the folder and tensor if absent.
+  TensorView view(std::string_view name) const;
+  void release(std::string_view name) const;
+
+  // The layer prefix with the most tensors and its layer count.
+  LayerLayout layers() const { return layout_; }
+  // config.json's tie_word_embeddings (default false), or true when the folder has an input
+  // embedding but no lm_head tensor.
+  bool ties_word_embeddings() const;
+  // Files a tokenizer needs (tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+  // tokenizer.model, vocab.json, merges.txt, added_tokens.json, generation_config.json,
+  // chat_template.jinja), those that exist.
+  std::vector<std::filesystem::path> tokenizer_files() const;
+  // Sum of all tensors' element counts.
+  int64_t parameter_count() const;
+
+ private:
+  ModelFolder() = default;
+
+  std::filesystem::path dir_;
+  nlohmann::json config_ = nlohmann::json::object();
+  bool has_config_ = false;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::unordered_map<std::string, std::pair<size_t, const TensorInfo*>> tensors_;  // name -> file
+  std::vector<std::string> names_;
+  LayerLayout layout_;
+};
+
+}  // namespace shoal

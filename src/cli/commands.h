@@ -1,0 +1,16 @@
+// Registration of the CLI subcommands. Each add_*_command adds a subcommand whose callback runs
+// the command and stores its exit code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace shoal::cli {
+
+void add_merge_command(CLI::App& app);
+void add_inspect_command(CLI::App& app);
+
+// The exit code the command that ran asked for (0 by default).
+int exit_code();
+void set_exit_code(int code);
+
+}  // namespace shoal::cli
