@@ -2,11 +2,13 @@
 // folder that transformers loads. Implemented in src/merge/plan.cpp and src/merge/executor.cpp.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
 
+#include "shoal/error.h"
 #include "shoal/progress.h"
 #include "shoal/recipe.h"
 
@@ -23,6 +25,15 @@ struct MergeOptions {
   // Directory that relative model paths are tried against after the current directory
   // (normally the recipe's folder).
   std::filesystem::path recipe_dir;
+  // Set (e.g. from a SIGINT handler) to stop between tensors: the temporary folder is removed
+  // and run_merge throws Interrupted. Not owned; may be null.
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+// Thrown by run_merge when `cancel` was set.
+class Interrupted : public Error {
+ public:
+  using Error::Error;
 };
 
 struct MergeSummary {

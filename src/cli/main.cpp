@@ -8,6 +8,16 @@
 #include "cli/commands.h"
 #include "shoal/error.h"
 
+namespace shoal::cli {
+namespace {
+int g_exit_code = 0;
+}  // namespace
+
+int exit_code() { return g_exit_code; }
+void set_exit_code(int code) { g_exit_code = code; }
+
+}  // namespace shoal::cli
+
 int main(int argc, char** argv) {
   CLI::App app{"shoal: make many models work as one"};
   app.require_subcommand(1);

@@ -1,1 +1,88 @@
-// (being written)
+// shoal merge RECIPE.yml OUT_DIR: flags -> MergeOptions -> shoal::run_merge.
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <memory>
+
+#include "cli/commands.h"
+#include "shoal/merge.h"
+
+namespace shoal::cli {
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+
+// First Ctrl-C (or SIGTERM) asks the merge to stop between tensors and clean up; a second one
+// kills the process the usual way.
+void on_signal(int sig) {
+  g_interrupted.store(true);
+  std::signal(sig, SIG_DFL);
+}
+
+struct MergeFlags {
+  std::string recipe;
+  std::string out_dir;
+  uint64_t out_shard_size = 5'000'000'000;
+  uint64_t seed = 0;
+  int threads = 0;
+  bool force = false;
+  bool quiet = false;
+  bool log_json = false;
+  bool dry_run = false;
+  bool no_tokenizer = false;
+};
+
+void run(const MergeFlags& flags) {
+  const Recipe recipe = load_recipe(flags.recipe);
+  MergeOptions options;
+  options.out_dir = flags.out_dir;
+  options.out_shard_size = flags.out_shard_size;
+  options.seed = flags.seed;
+  options.n_threads = flags.threads;
+  options.force = flags.force;
+  options.copy_tokenizer = !flags.no_tokenizer;
+  options.log_mode = flags.log_json ? LogMode::kJson : flags.quiet ? LogMode::kQuiet : LogMode::kHuman;
+  options.recipe_dir = recipe.file.parent_path();
+  options.cancel = &g_interrupted;
+
+  if (flags.dry_run) {
+    check_merge(recipe, options);
+    if (!flags.quiet) std::fprintf(stderr, "%s: recipe and models check out\n", flags.recipe.c_str());
+    return;
+  }
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  try {
+    const MergeSummary summary = run_merge(recipe, options);
+    if (options.log_mode == LogMode::kHuman) {
+      std::fprintf(stderr, "wrote %s: %zu tensors, %d layers, %zu file(s)\n", flags.out_dir.c_str(),
+                   summary.n_tensors, summary.n_layers, summary.files.size());
+    }
+  } catch (const Interrupted& e) {
+    std::fprintf(stderr, "shoal: %s\n", e.what());
+    set_exit_code(130);
+  }
+}
+
+}  // namespace
+
+void add_merge_command(CLI::App& app) {
+  auto flags = std::make_shared<MergeFlags>();
+  CLI::App* cmd = app.add_subcommand("merge", "Merge models with a mergekit-compatible YAML recipe");
+  cmd->add_option("recipe", flags->recipe, "Recipe file (YAML)")->required();
+  cmd->add_option("out_dir", flags->out_dir, "Output model folder")->required();
+  cmd->add_option("--out-shard-size", flags->out_shard_size,
+                  "Largest shard, in bytes of tensor data (default 5000000000)");
+  cmd->add_option("--seed", flags->seed, "Seed of the random masks (DARE, DELLA)");
+  cmd->add_option("--threads", flags->threads, "Worker threads (default: all cores)");
+  cmd->add_flag("--force", flags->force, "Replace a non-empty output folder");
+  cmd->add_flag("--quiet,-q", flags->quiet, "Print only warnings and errors");
+  cmd->add_flag("--log-json", flags->log_json, "Write progress as JSON lines on stderr");
+  cmd->add_flag("--dry-run", flags->dry_run, "Check the recipe and models, write nothing");
+  cmd->add_flag("--no-tokenizer", flags->no_tokenizer, "Do not copy tokenizer files");
+  cmd->callback([flags] { run(*flags); });
+}
+
+}  // namespace shoal::cli

@@ -1,1 +1,170 @@
-// (being written)
+// run_merge: plan, then stream every output tensor through its kernel into a sharded writer in a
+// temporary folder, then rename. Memory stays bounded: kernels read the mmap'd inputs in chunks,
+// output bytes go straight to the shard files with pwrite, and each input tensor's pages are
+// dropped from the resident set once it has been merged.
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <system_error>
+
+#include "merge/methods.h"
+#include "merge/output_folder.h"
+#include "merge/plan.h"
+#include "shoal/merge.h"
+#include "shoal/rng.h"
+#include "shoal/thread_pool.h"
+
+namespace shoal {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A temporary folder that is removed unless commit() renamed it into place.
+class TempFolder {
+ public:
+  explicit TempFolder(const fs::path& final_dir) : final_(final_dir) {
+    const fs::path parent = final_.has_parent_path() ? final_.parent_path() : fs::path(".");
+    path_ = parent / ("." + final_.filename().string() + ".shoal-tmp-" + std::to_string(getpid()));
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+    fs::create_directories(path_, ec);
+    if (ec) throw IoError("cannot create " + path_.string() + ": " + ec.message());
+  }
+  ~TempFolder() {
+    if (committed_) return;
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+  // Moves the finished folder to its final name, replacing an existing one (--force) only once
+  // the new one is complete.
+  void commit() {
+    std::error_code ec;
+    fs::path trash;
+    if (fs::exists(final_)) {
+      trash = path_.string() + "-old";
+      fs::rename(final_, trash, ec);
+      if (ec) throw IoError("cannot move away " + final_.string() + ": " + ec.message());
+    }
+    fs::rename(path_, final_, ec);
+    if (ec) throw IoError("cannot rename " + path_.string() + " to " + final_.string() + ": " + ec.message());
+    committed_ = true;
+    if (!trash.empty()) fs::remove_all(trash, ec);
+  }
+
+ private:
+  fs::path final_;
+  fs::path path_;
+  bool committed_ = false;
+};
+
+void check_output_dir(const MergeOptions& options) {
+  if (options.out_dir.empty()) throw ConfigError("no output folder given");
+  std::error_code ec;
+  if (!fs::exists(options.out_dir, ec)) return;
+  if (!fs::is_directory(options.out_dir, ec)) {
+    throw ConfigError(options.out_dir.string() + " exists and is not a folder");
+  }
+  if (!fs::is_empty(options.out_dir, ec) && !options.force) {
+    throw ConfigError(options.out_dir.string() +
+                      " exists and is not empty (use --force to replace it)");
+  }
+}
+
+std::vector<OutputTensorSpec> output_specs(const merge::MergePlan& plan) {
+  std::vector<OutputTensorSpec> specs;
+  specs.reserve(plan.tasks.size());
+  for (const auto& task : plan.tasks) specs.push_back({task.name, task.dtype, task.shape});
+  return specs;
+}
+
+merge::KernelArgs kernel_args(const merge::MergePlan& plan, const merge::TensorTask& task,
+                              uint64_t seed) {
+  merge::KernelArgs args;
+  args.method = task.method;
+  for (const auto& input : task.inputs) {
+    args.inputs.push_back({plan.models[input.model]->view(input.tensor), input.params});
+  }
+  if (task.base) args.base = plan.models[task.base->model]->view(task.base->tensor);
+  args.params = task.params;
+  args.out_shape = task.shape;
+  args.out_dtype = task.dtype;
+  args.rng = CounterRng(seed).stream(hash_name(task.name));
+  return args;
+}
+
+void release_inputs(const merge::MergePlan& plan, const merge::TensorTask& task) {
+  for (const auto& input : task.inputs) plan.models[input.model]->release(input.tensor);
+  if (task.base) plan.models[task.base->model]->release(task.base->tensor);
+}
+
+// Copies a tensor that is not merged (integer buffers) in bounded pieces.
+void copy_tensor(const TensorView& src, size_t index, SafetensorsWriter& writer, ThreadPool& pool) {
+  constexpr size_t kPiece = 8u << 20;
+  const size_t n_pieces = std::max<size_t>(1, (src.nbytes + kPiece - 1) / kPiece);
+  pool.parallel_for(n_pieces, [&](size_t p) {
+    const size_t begin = p * kPiece;
+    const size_t n = std::min(kPiece, src.nbytes - std::min(begin, src.nbytes));
+    if (n > 0) writer.write(index, begin, src.data + begin, n);
+  });
+}
+
+}  // namespace
+
+void check_merge(const Recipe& recipe, const MergeOptions& options) {
+  check_output_dir(options);
+  merge::resolve_chat_template(recipe);
+  merge::plan_merge(recipe, options.recipe_dir);
+}
+
+MergeSummary run_merge(const Recipe& recipe, const MergeOptions& options) {
+  check_output_dir(options);
+  merge::resolve_chat_template(recipe);
+  const merge::MergePlan plan = merge::plan_merge(recipe, options.recipe_dir);
+
+  uint64_t total_bytes = 0;
+  for (const auto& task : plan.tasks) {
+    total_bytes += static_cast<uint64_t>(shape_numel(task.shape)) * dtype_size(task.dtype);
+  }
+  Progress progress("merge", plan.tasks.size(), total_bytes, options.log_mode);
+  for (const auto& warning : plan.warnings) progress.warn(warning);
+
+  TempFolder temp(options.out_dir);
+  SafetensorsWriter writer(temp.path(), output_specs(plan), options.out_shard_size);
+  ThreadPool pool(options.n_threads);
+
+  for (size_t i = 0; i < plan.tasks.size(); ++i) {
+    if (options.cancel && options.cancel->load()) {
+      throw Interrupted("merge interrupted; nothing was written to " + options.out_dir.string());
+    }
+    const merge::TensorTask& task = plan.tasks[i];
+    if (task.copy_only) {
+      const auto& input = task.base ? *task.base : task.inputs.at(0);
+      copy_tensor(plan.models[input.model]->view(input.tensor), i, writer, pool);
+    } else {
+      merge::merge_tensor(kernel_args(plan, task, options.seed), pool,
+                          [&](uint64_t offset, const void* data, size_t n) {
+                            writer.write(i, offset, data, n);
+                          });
+    }
+    release_inputs(plan, task);
+    progress.advance(task.name, writer.tensors()[i].nbytes());
+  }
+  writer.finish();
+  merge::write_folder_extras(temp.path(), recipe, plan, options.copy_tokenizer);
+  temp.commit();
+  progress.finish();
+
+  MergeSummary summary;
+  summary.n_tensors = plan.tasks.size();
+  summary.bytes_written = total_bytes;
+  summary.n_layers = plan.out_layers;
+  summary.files = writer.file_names();
+  summary.warnings = plan.warnings;
+  summary.seconds = progress.elapsed_seconds();
+  return summary;
+}
+
+}  // namespace shoal
