@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,6 +46,9 @@ class ModelFolder {
   // named by the index must exist and contain exactly the tensors the index assigns it; a tensor
   // name may appear only once. Throws FormatError / IoError naming the file and tensor.
   static ModelFolder open(const std::filesystem::path& dir);
+  // A model made of one safetensors file and nothing else (no config.json, no tokenizer files);
+  // dir() is the file's folder. For looking at a lone file (`shoal inspect x.safetensors`).
+  static ModelFolder open_file(const std::filesystem::path& safetensors_file);
 
   ModelFolder(ModelFolder&&) noexcept;
   ModelFolder& operator=(ModelFolder&&) noexcept;
@@ -67,8 +71,8 @@ class ModelFolder {
 
   // The layer prefix with the most tensors and its layer count.
   LayerLayout layers() const { return layout_; }
-  // config.json's tie_word_embeddings (default false), or true when the folder has an input
-  // embedding but no lm_head tensor.
+  // config.json's tie_word_embeddings (or its text_config's) when present; otherwise true when
+  // the folder has an input embedding but no lm_head / embed_out / output tensor.
   bool ties_word_embeddings() const;
   // Files a tokenizer needs (tokenizer.json, tokenizer_config.json, special_tokens_map.json,
   // tokenizer.model, vocab.json, merges.txt, added_tokens.json, generation_config.json,
@@ -76,9 +80,13 @@ class ModelFolder {
   std::vector<std::filesystem::path> tokenizer_files() const;
   // Sum of all tensors' element counts.
   int64_t parameter_count() const;
+  // The weights files' "__metadata__" entries merged (the first file in name order wins a clash).
+  std::map<std::string, std::string> metadata() const;
 
  private:
   ModelFolder() = default;
+  // Opens `files` in order and adds all their tensors; a name may appear in only one file.
+  void add_files(const std::vector<std::filesystem::path>& files);
 
   std::filesystem::path dir_;
   nlohmann::json config_ = nlohmann::json::object();
@@ -87,6 +95,7 @@ class ModelFolder {
   std::unordered_map<std::string, std::pair<size_t, const TensorInfo*>> tensors_;  // name -> file
   std::vector<std::string> names_;
   LayerLayout layout_;
+  bool single_file_ = false;  // made by open_file()
 };
 
 }  // namespace shoal
