@@ -84,7 +84,10 @@ struct KernelArgs {
   GlobalParams params;
   std::vector<int64_t> out_shape;
   DType out_dtype = DType::kF32;
-  CounterRng rng{0};  // stream for this tensor's random masks (DARE, DELLA)
+  // This tensor's random stream: CounterRng(seed).stream(hash_name(output tensor name)). The
+  // mask of input j (index in `inputs`) at flat output index i keeps the element iff
+  // rng.stream(j).uniform(i) < keep probability. Tests re-implement this formula independently.
+  CounterRng rng{0};
 };
 
 // Receives output bytes: `n` bytes belonging at `byte_offset` of the output tensor. Called from
