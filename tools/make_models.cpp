@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "shoal/dtype.h"
+#include "shoal/error.h"
 #include "shoal/rng.h"
 #include "shoal/safetensors.h"
 #include "shoal/thread_pool.h"

@@ -206,7 +206,9 @@ void Planner::resolve_layer_ranges() {
       if (!plan_.models[src.model]) continue;  // reported when it failed to open
       const int n = model(src.model).layers().n_layers;
       const auto [a, b] = src.range.value_or(std::pair(0, n));
-      if (a < 0 || a >= b || b > n) {
+      // Without a layer_range the source is the whole model, which may have no layers at all.
+      const bool empty_whole_model = !src.range && n == 0;
+      if (!empty_whole_model && (a < 0 || a >= b || b > n)) {
         problems_.add(src.line, s.where + ": layer_range [" + std::to_string(a) + ", " +
                                     std::to_string(b) + "] does not fit model '" + src.label +
                                     "', which has " + std::to_string(n) +
@@ -288,7 +290,7 @@ void Planner::write_config() {
       has_layer_key = true;
     }
   }
-  if (!has_layer_key) config["num_hidden_layers"] = plan_.out_layers;
+  if (!has_layer_key && plan_.out_layers > 0) config["num_hidden_layers"] = plan_.out_layers;
   if (vocab_rows_) config["vocab_size"] = *vocab_rows_;
   plan_.out_config = std::move(config);
 }
