@@ -91,6 +91,7 @@ template <int kMant, int kBias>
     const uint64_t rounded =
         (mag + ((uint64_t{1} << (kDrop - 1)) - 1) + ((mag >> kDrop) & 1)) >> kDrop;
     const uint64_t normal = rounded - kRebias;
+    // (The product is exact, so a clone's FMA here gives the same bits.)
     const uint64_t sub = std::bit_cast<uint64_t>(std::bit_cast<double>(mag) * kSubScale + 0x1p52);
     const uint64_t is_sub = uint64_t{0} - static_cast<uint64_t>(exp < kMinNormalExp);
     const uint64_t bits = ((u >> 48) & 0x8000u) | (((sub & is_sub) | (normal & ~is_sub)) & 0xffffu);
@@ -110,7 +111,27 @@ SHOAL_KERNEL_CLONES bool store_f16_finite(const double* src, unsigned char* dst,
 
 }  // namespace
 
+// bf16 -> double: the bf16 bits are the top half of an f32; widening is exact.
+SHOAL_KERNEL_CLONES void load_bf16(const unsigned char* src, double* dst, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, src + 2 * i, 2);
+    dst[i] = static_cast<double>(std::bit_cast<float>(static_cast<uint32_t>(h) << 16));
+  }
+}
+
+[[gnu::optimize("fp-contract=off")]] SHOAL_KERNEL_CLONES void scale_into(const double* x, double w,
+                                                                         int64_t n, double* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = w * x[i];
+}
+
+[[gnu::optimize("fp-contract=off")]] SHOAL_KERNEL_CLONES void add_scaled(const double* x, double w,
+                                                                         int64_t n, double* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] += w * x[i];
+}
+
 void load_f64(DType src_type, const void* src, double* dst, size_t n) {
+  if (src_type == DType::kBF16) return load_bf16(static_cast<const unsigned char*>(src), dst, n);
   if (src_type == DType::kF16 && load_f16_finite(static_cast<const unsigned char*>(src), dst, n)) {
     return;
   }
@@ -122,6 +143,52 @@ void store_f64(const double* src, DType dst_type, void* dst, size_t n) {
   if (dst_type == DType::kBF16 && store_bf16_finite(src, bytes, n)) return;
   if (dst_type == DType::kF16 && store_f16_finite(src, bytes, n)) return;
   from_f64(src, dst_type, dst, n);
+}
+
+// bf16 straight into w * x (assign or accumulate), contraction off as in add_scaled.
+[[gnu::optimize("fp-contract=off")]] SHOAL_KERNEL_CLONES void bf16_scaled(const unsigned char* src,
+                                                                          double w, bool accumulate,
+                                                                          size_t n, double* out) {
+  if (accumulate) {
+    for (size_t i = 0; i < n; ++i) {
+      uint16_t h;
+      std::memcpy(&h, src + 2 * i, 2);
+      out[i] += w * static_cast<double>(std::bit_cast<float>(static_cast<uint32_t>(h) << 16));
+    }
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      uint16_t h;
+      std::memcpy(&h, src + 2 * i, 2);
+      out[i] = w * static_cast<double>(std::bit_cast<float>(static_cast<uint32_t>(h) << 16));
+    }
+  }
+}
+
+void Reader::read_scaled(int64_t begin, int64_t n, double w, bool accumulate, double* out) const {
+  if (dtype_ != DType::kBF16 || data_ == nullptr) {
+    double* x = scratch(kReadScaledSlot, static_cast<size_t>(n));
+    read(begin, n, x);
+    if (accumulate) {
+      add_scaled(x, w, n, out);
+    } else {
+      scale_into(x, w, n, out);
+    }
+    return;
+  }
+  while (n > 0) {
+    // One contiguous piece: the rest of the block, or of the output row for a wider input.
+    int64_t offset = begin, m = n;
+    if (out_cols_ != 0) {
+      const int64_t row = begin / out_cols_, col = begin % out_cols_;
+      offset = row * in_cols_ + col;
+      m = std::min(n, out_cols_ - col);
+    }
+    bf16_scaled(reinterpret_cast<const unsigned char*>(data_) + static_cast<size_t>(offset) * 2, w,
+                accumulate, static_cast<size_t>(m), out);
+    begin += m;
+    out += m;
+    n -= m;
+  }
 }
 
 namespace {

@@ -19,7 +19,7 @@ namespace shoal::merge::kernels {
 // order, so results do not depend on the thread count) and of sink calls.
 inline constexpr int64_t kChunk = 65536;
 // Elements converted to double at a time inside a chunk: several inputs' blocks stay in L1/L2.
-inline constexpr int64_t kBlock = 2048;
+inline constexpr int64_t kBlock = 4096;
 
 // Reads elements of one input as double, addressed by flat OUTPUT index. A 2-D input wider than
 // the output is read row by row from its top-left block (row stride = the input's column count);
@@ -31,6 +31,9 @@ class Reader {
 
   // dst[0..n) = input elements at output indices [begin, begin + n).
   void read(int64_t begin, int64_t n, double* dst) const;
+  // out[i] (+)= w * element[begin + i]: `accumulate` false assigns, true adds. The same values as
+  // read() followed by scale_into / add_scaled, without the intermediate buffer for BF16.
+  void read_scaled(int64_t begin, int64_t n, double w, bool accumulate, double* out) const;
   bool empty() const { return data_ == nullptr; }
 
  private:
@@ -48,12 +51,21 @@ class Reader {
 // contract a * b + c into an FMA, which would make results depend on the machine.
 #define SHOAL_KERNEL_CLONES [[gnu::target_clones("arch=x86-64-v4", "avx2", "default")]]
 
+// out[i] = w * x[i] and out[i] += w * x[i], cloned per ISA like the conversions, with FP
+// contraction off so that every clone rounds the product and the sum separately, exactly as the
+// baseline build does: results stay bit-identical across machines.
+void scale_into(const double* x, double w, int64_t n, double* out);
+void add_scaled(const double* x, double w, int64_t n, double* out);
+
 // Bulk conversions with exactly the results of shoal::to_f64 / from_f64 (tests compare them bit
-// for bit), but branch-free for the common case so the loops vectorise: F16 reads, and BF16/F16
+// for bit), but branch-free and cloned so the loops vectorise: BF16 and F16 reads, and BF16/F16
 // writes of values in the type's finite range (anything else, e.g. NaN or overflow, falls back
 // to the core conversion for its block). They set the speed of linear merges.
 void load_f64(DType src_type, const void* src, double* dst, size_t n);
 void store_f64(const double* src, DType dst_type, void* dst, size_t n);
+
+// Scratch slot that Reader::read_scaled uses for non-BF16 inputs; callers keep clear of it.
+inline constexpr size_t kReadScaledSlot = 63;
 
 // Thread-local scratch buffers, grown on demand and reused across calls on the same thread.
 // `slot` separates buffers that are live at the same time; a pointer stays valid until the same
@@ -66,7 +78,9 @@ uint64_t* key_scratch(size_t slot, size_t len);
 double dot(const double* a, const double* b, int64_t n);
 double abs_sum(const double* a, int64_t n);
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
 // Length of a row for row-wise methods: the last dimension (the whole tensor for 0-D and 1-D).
 int64_t last_dim(std::span<const int64_t> shape, int64_t numel);
 

@@ -50,13 +50,21 @@ std::optional<Method> parse_method(std::string_view name) {
   return std::nullopt;
 }
 
-std::string_view method_name(Method m) { return info(m).name; }
-bool method_requires_base(Method m) { return info(m).requires_base; }
+std::string_view method_name(Method m) {
+  return info(m).name;
+}
+bool method_requires_base(Method m) {
+  return info(m).requires_base;
+}
 
 namespace kernels {
 
-Sparsify method_sparsify(Method m) { return info(m).sparsify; }
-Consensus method_consensus(Method m) { return info(m).consensus; }
+Sparsify method_sparsify(Method m) {
+  return info(m).sparsify;
+}
+Consensus method_consensus(Method m) {
+  return info(m).consensus;
+}
 
 void merge_linear(const KernelArgs& args, ThreadPool& pool, const OutputSink& sink) {
   std::vector<Reader> readers;
@@ -78,13 +86,8 @@ void merge_linear(const KernelArgs& args, ThreadPool& pool, const OutputSink& si
       std::fill(out, out + n, 0.0);
       return;
     }
-    readers[0].read(begin, n, out);
-    for (int64_t i = 0; i < n; ++i) out[i] *= weights[0];
-    double* x = scratch(1, kBlock);
-    for (size_t j = 1; j < readers.size(); ++j) {
-      readers[j].read(begin, n, x);
-      const double w = weights[j];
-      for (int64_t i = 0; i < n; ++i) out[i] += w * x[i];
+    for (size_t j = 0; j < readers.size(); ++j) {
+      readers[j].read_scaled(begin, n, weights[j], j > 0, out);
     }
   });
 }
@@ -109,11 +112,16 @@ void merge_passthrough(const KernelArgs& args, ThreadPool& pool, const OutputSin
 void merge_tensor(const KernelArgs& args, ThreadPool& pool, const OutputSink& sink) {
   using namespace kernels;
   switch (args.method) {
-    case Method::kLinear: return merge_linear(args, pool, sink);
-    case Method::kPassthrough: return merge_passthrough(args, pool, sink);
-    case Method::kSlerp: return merge_slerp(args, pool, sink);
-    case Method::kNuSlerp: return merge_nuslerp(args, pool, sink);
-    case Method::kModelStock: return merge_model_stock(args, pool, sink);
+    case Method::kLinear:
+      return merge_linear(args, pool, sink);
+    case Method::kPassthrough:
+      return merge_passthrough(args, pool, sink);
+    case Method::kSlerp:
+      return merge_slerp(args, pool, sink);
+    case Method::kNuSlerp:
+      return merge_nuslerp(args, pool, sink);
+    case Method::kModelStock:
+      return merge_model_stock(args, pool, sink);
     case Method::kTaskArithmetic:
     case Method::kTies:
     case Method::kDareTies:
@@ -121,7 +129,8 @@ void merge_tensor(const KernelArgs& args, ThreadPool& pool, const OutputSink& si
     case Method::kBreadcrumbs:
     case Method::kBreadcrumbsTies:
     case Method::kDella:
-    case Method::kDellaLinear: return merge_task_vectors(args, pool, sink);
+    case Method::kDellaLinear:
+      return merge_task_vectors(args, pool, sink);
   }
 }
 

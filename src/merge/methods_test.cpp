@@ -1,17 +1,15 @@
 // Kernel-level tests of merge_tensor: every method against a plain whole-tensor reference written
 // here from the spec (double precision, std::stable_sort selections, mergekit's slices taken
 // literally), on sizes around the chunk size, 2-D and 3-D shapes and F32/F16/BF16 data; plus
-// hand-worked cases, the selection engine against brute force, thread-count determinism,
-// embedding rectification and bounded memory.
+// hand-worked cases, thread-count determinism, embedding rectification and bounded memory. The
+// kernels' internals (selection engine, conversions) are tested in kernels_test.cpp.
 #include "merge/methods.h"
 
 #include <algorithm>
-#include <bit>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <limits>
 #include <fstream>
 #include <mutex>
 #include <numeric>
@@ -19,7 +17,6 @@
 #include <string>
 
 #include "merge/kernels.h"
-#include "merge/select.h"
 
 #include <gtest/gtest.h>
 
@@ -90,12 +87,17 @@ std::vector<double> run_merge(const KernelArgs& args, ThreadPool& pool,
 }
 
 // Mantissa bits: a correctly rounded result is within 2^-p |x| of the exact value; one ulp of
-// slack covers a double-precision difference in the last bits that flips a rounding.
+// slack covers a double-precision difference in the last bits that flips a rounding. The
+// absolute 1e-12 covers results that cancel to ~0 from O(1) terms, where the kernel's and the
+// reference's double roundings (~1e-16 of the terms) differ.
 double tolerance(DType t, double ref) {
   switch (t) {
-    case DType::kBF16: return std::ldexp(std::abs(ref), -7) + 1e-38;
-    case DType::kF16: return std::ldexp(std::abs(ref), -10) + 0x1p-24;
-    default: return std::ldexp(std::abs(ref), -23) + 1e-44;
+    case DType::kBF16:
+      return std::ldexp(std::abs(ref), -7) + 1e-12;
+    case DType::kF16:
+      return std::ldexp(std::abs(ref), -10) + 0x1p-24 + 1e-12;
+    default:
+      return std::ldexp(std::abs(ref), -23) + 1e-12;
   }
 }
 
@@ -154,7 +156,8 @@ std::vector<double> ref_sparsify(Sparsify kind, const std::vector<double>& delta
   switch (kind) {
     case Sparsify::kMagnitude: {
       const auto k = static_cast<int64_t>(p.density * static_cast<double>(n));
-      std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return mag(a) > mag(b); });
+      std::stable_sort(idx.begin(), idx.end(),
+                       [&](int64_t a, int64_t b) { return mag(a) > mag(b); });
       for (int64_t r = 0; r < k; ++r) mask[idx[r]] = 1;
       break;
     }
@@ -166,7 +169,8 @@ std::vector<double> ref_sparsify(Sparsify kind, const std::vector<double>& delta
         n_top += n_bot;
         n_bot = 0;
       }
-      std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return mag(a) < mag(b); });
+      std::stable_sort(idx.begin(), idx.end(),
+                       [&](int64_t a, int64_t b) { return mag(a) < mag(b); });
       for (int64_t i : py_slice(idx, n_bot, -n_top)) mask[i] = 1;
       break;
     }
@@ -179,18 +183,21 @@ std::vector<double> ref_sparsify(Sparsify kind, const std::vector<double>& delta
       for (int64_t r0 = 0; r0 < n; r0 += cols) {
         std::vector<int64_t> row(cols);
         std::iota(row.begin(), row.end(), r0);
-        std::stable_sort(row.begin(), row.end(), [&](int64_t a, int64_t b) { return mag(a) < mag(b); });
+        std::stable_sort(row.begin(), row.end(),
+                         [&](int64_t a, int64_t b) { return mag(a) < mag(b); });
         for (int64_t pos = 0; pos < cols; ++pos) {
           const double rank = static_cast<double>(pos + 1);
-          const double prob =
-              cols == 1 ? p.density
-                        : p.density - p.epsilon + 2 * p.epsilon * (rank - 1) / static_cast<double>(cols - 1);
+          const double prob = cols == 1
+                                  ? p.density
+                                  : p.density - p.epsilon +
+                                        2 * p.epsilon * (rank - 1) / static_cast<double>(cols - 1);
           mask[row[pos]] = rng.uniform(row[pos]) < prob ? 1 : 0;
         }
       }
       break;
     }
-    case Sparsify::kNone: break;
+    case Sparsify::kNone:
+      break;
   }
   std::vector<double> masked(delta.size());
   double before = 0, after = 0;
@@ -376,16 +383,21 @@ std::vector<double> ref_model_stock(const RefInputs& in) {
 
 std::vector<double> reference(const RefInputs& in) {
   switch (in.method) {
-    case Method::kLinear: return ref_linear(in);
+    case Method::kLinear:
+      return ref_linear(in);
     case Method::kPassthrough: {
       auto out = in.xs[0];
       for (double& v : out) v *= in.mp[0].scale;
       return out;
     }
-    case Method::kSlerp: return ref_slerp(in.gp.t, in.base, in.xs[0]);
-    case Method::kNuSlerp: return ref_nuslerp(in);
-    case Method::kModelStock: return ref_model_stock(in);
-    default: return ref_task_vector(in);
+    case Method::kSlerp:
+      return ref_slerp(in.gp.t, in.base, in.xs[0]);
+    case Method::kNuSlerp:
+      return ref_nuslerp(in);
+    case Method::kModelStock:
+      return ref_model_stock(in);
+    default:
+      return ref_task_vector(in);
   }
 }
 
@@ -437,34 +449,63 @@ std::vector<Variant> all_variants() {
       g.nuslerp_flatten = mode == 0;
       g.nuslerp_row_wise = mode == 2;
       v.push_back({"nuslerp_mode" + std::to_string(mode) + (base ? "_base" : ""),
-                   Method::kNuSlerp, g, {mp(0.4), mp(0.9)}, base});
+                   Method::kNuSlerp,
+                   g,
+                   {mp(0.4), mp(0.9)},
+                   base});
     }
   }
   for (bool filter_wise : {false, true}) {
     GlobalParams g;
     g.filter_wise = filter_wise;
-    v.push_back({filter_wise ? "model_stock_filter_wise" : "model_stock", Method::kModelStock, g,
-                 {mp(1), mp(1), mp(1)}, true});
+    v.push_back({filter_wise ? "model_stock_filter_wise" : "model_stock",
+                 Method::kModelStock,
+                 g,
+                 {mp(1), mp(1), mp(1)},
+                 true});
   }
-  v.push_back({"task_arithmetic", Method::kTaskArithmetic, gp(false),
-               {mp(0.5), mp(-0.3), mp(1.0)}, true});
-  v.push_back({"task_arithmetic_normalized", Method::kTaskArithmetic, gp(true, false, 0.8),
-               {mp(0.5), mp(0.3)}, true});
+  v.push_back(
+      {"task_arithmetic", Method::kTaskArithmetic, gp(false), {mp(0.5), mp(-0.3), mp(1.0)}, true});
+  v.push_back({"task_arithmetic_normalized",
+               Method::kTaskArithmetic,
+               gp(true, false, 0.8),
+               {mp(0.5), mp(0.3)},
+               true});
   v.push_back({"ties", Method::kTies, gp(true), {mp(0.5, 0.5), mp(0.3, 0.3), mp(0.7, 0.7)}, true});
-  v.push_back({"ties_rescale_density1", Method::kTies, gp(false, true),
-               {mp(1.0, 0.2), mp(0.6, 1.0)}, true});
-  v.push_back({"dare_ties", Method::kDareTies, gp(false, true), {mp(0.5, 0.5), mp(0.7, 0.7)}, true});
-  v.push_back({"dare_ties_norescale", Method::kDareTies, gp(true, false),
-               {mp(0.5, 0.4), mp(0.7, 0.8)}, true});
-  v.push_back({"dare_linear", Method::kDareLinear, gp(false, true), {mp(0.6, 0.4), mp(0.4, 0.6)}, true});
-  v.push_back({"breadcrumbs", Method::kBreadcrumbs, gp(false),
-               {mp(0.6, 0.6, 0.05), mp(0.5, 0.8, 0.01)}, true});
-  v.push_back({"breadcrumbs_ties_rescale", Method::kBreadcrumbsTies, gp(true, true),
-               {mp(1.0, 0.5, 0.1), mp(0.5, 0.3, 0.02)}, true});
-  v.push_back({"della", Method::kDella, gp(true, true, 1.1),
-               {mp(1.0, 0.5, 0.01, 0.1), mp(0.5, 0.4, 0.01, 0.2)}, true});
-  v.push_back({"della_linear", Method::kDellaLinear, gp(false, true),
-               {mp(0.7, 0.6, 0.01, 0.2), mp(0.4, 0.3, 0.01, 0.1)}, true});
+  v.push_back({"ties_rescale_density1",
+               Method::kTies,
+               gp(false, true),
+               {mp(1.0, 0.2), mp(0.6, 1.0)},
+               true});
+  v.push_back(
+      {"dare_ties", Method::kDareTies, gp(false, true), {mp(0.5, 0.5), mp(0.7, 0.7)}, true});
+  v.push_back({"dare_ties_norescale",
+               Method::kDareTies,
+               gp(true, false),
+               {mp(0.5, 0.4), mp(0.7, 0.8)},
+               true});
+  v.push_back(
+      {"dare_linear", Method::kDareLinear, gp(false, true), {mp(0.6, 0.4), mp(0.4, 0.6)}, true});
+  v.push_back({"breadcrumbs",
+               Method::kBreadcrumbs,
+               gp(false),
+               {mp(0.6, 0.6, 0.05), mp(0.5, 0.8, 0.01)},
+               true});
+  v.push_back({"breadcrumbs_ties_rescale",
+               Method::kBreadcrumbsTies,
+               gp(true, true),
+               {mp(1.0, 0.5, 0.1), mp(0.5, 0.3, 0.02)},
+               true});
+  v.push_back({"della",
+               Method::kDella,
+               gp(true, true, 1.1),
+               {mp(1.0, 0.5, 0.01, 0.1), mp(0.5, 0.4, 0.01, 0.2)},
+               true});
+  v.push_back({"della_linear",
+               Method::kDellaLinear,
+               gp(false, true),
+               {mp(0.7, 0.6, 0.01, 0.2), mp(0.4, 0.3, 0.01, 0.1)},
+               true});
   return v;
 }
 
@@ -516,7 +557,8 @@ RefInputs make_ref(const Variant& v, const Data& d, const KernelArgs& args) {
 bool valid_for(const Variant& v, int64_t n) {
   if (kernels::method_sparsify(v.method) != Sparsify::kMagnitude) return true;
   for (const auto& p : v.mp) {
-    if (p.density < 1 && static_cast<int64_t>(p.density * static_cast<double>(n)) == 0) return false;
+    if (p.density < 1 && static_cast<int64_t>(p.density * static_cast<double>(n)) == 0)
+      return false;
   }
   return true;
 }
@@ -528,8 +570,8 @@ struct DTypeCombo {
 TEST(MergeKernels, EveryMethodMatchesReference) {
   ThreadPool pool(3);
   const std::vector<std::vector<int64_t>> shapes = {
-      {1}, {kChunk - 1}, {kChunk}, {kChunk + 1}, {3 * kChunk + 7}, {37, 1771}, {2, kChunk + 9},
-      {5, 3, 7}};
+      {1},        {kChunk - 1},    {kChunk}, {kChunk + 1}, {3 * kChunk + 7},
+      {37, 1771}, {2, kChunk + 9}, {5, 3, 7}};
   const std::vector<DTypeCombo> combos = {{DType::kF32, DType::kF32, DType::kF32},
                                           {DType::kF16, DType::kF16, DType::kF16},
                                           {DType::kBF16, DType::kBF16, DType::kBF16},
@@ -658,8 +700,8 @@ TEST(MergeKernels, BreadcrumbsByHandAndQuirk) {
   const std::vector<double> delta = {0.7, 0.1, 1.0, 0.4, 0.9, 0.2, 0.6, 0.3, 0.8, 0.5};
   const HostTensor base = make_tensor(DType::kF64, {10}, std::vector<double>(10, 0.0));
   const std::vector<HostTensor> xs = {make_tensor(DType::kF64, {10}, delta)};
-  auto out = run_merge(small_args(Method::kBreadcrumbs, xs, &base, {mp(1, 0.5, 0.1)}, gp(false)),
-                       pool);
+  auto out =
+      run_merge(small_args(Method::kBreadcrumbs, xs, &base, {mp(1, 0.5, 0.1)}, gp(false)), pool);
   std::vector<double> want = {0.7, 0, 0, 0, 0.9, 0, 0.6, 0, 0.8, 0.5};
   for (int i = 0; i < 10; ++i) EXPECT_NEAR(out[i], want[i], 1e-7) << i;
   // gamma = 0: mergekit slices idx[n_bot:-0], which is empty: the delta is dropped entirely.
@@ -679,8 +721,8 @@ TEST(MergeKernels, ModelStockByHand) {
   const std::vector<HostTensor> xs = {make_tensor(DType::kF32, {4}, {2, 1, 1, 1}),
                                       make_tensor(DType::kF32, {4}, {1, 2, 1, 1}),
                                       make_tensor(DType::kF32, {4}, {2, 2, 1, 1})};
-  const auto out =
-      run_merge(small_args(Method::kModelStock, xs, &base, {mp(1), mp(1), mp(1)}, GlobalParams{}), pool);
+  const auto out = run_merge(
+      small_args(Method::kModelStock, xs, &base, {mp(1), mp(1), mp(1)}, GlobalParams{}), pool);
   const double t = std::sqrt(2.0) / (1 + 2 * std::sqrt(2.0) / 3);
   EXPECT_NEAR(out[0], 1 + t * 2 / 3, 1e-6);
   EXPECT_NEAR(out[1], 1 + t * 2 / 3, 1e-6);
@@ -730,7 +772,8 @@ TEST(MergeKernels, MagnitudeWithManyTiesKeepsExactlyK) {
           run_merge(small_args(Method::kTies, xs, &base, {mp(1, density)}, gp(true)), pool);
       const auto k = static_cast<int64_t>(density * static_cast<double>(n));
       EXPECT_EQ(n - std::count(out.begin(), out.end(), 0.0), k);
-      RefInputs r{Method::kTies, gp(true), {mp(1, density)}, {xs[0].values}, base.values, {n}, CounterRng(0)};
+      RefInputs r{Method::kTies, gp(true), {mp(1, density)}, {xs[0].values},
+                  base.values,   {n},      CounterRng(0)};
       expect_close(out, reference(r), DType::kF32, "ties");
     }
   }
@@ -840,12 +883,18 @@ TEST(MergeKernels, NoInputsGivesBase) {
 
 TEST(MergeKernels, MethodNames) {
   const std::vector<std::pair<std::string, Method>> names = {
-      {"linear", Method::kLinear},           {"slerp", Method::kSlerp},
-      {"nuslerp", Method::kNuSlerp},         {"task_arithmetic", Method::kTaskArithmetic},
-      {"ties", Method::kTies},               {"dare_ties", Method::kDareTies},
-      {"dare_linear", Method::kDareLinear},  {"breadcrumbs", Method::kBreadcrumbs},
-      {"breadcrumbs_ties", Method::kBreadcrumbsTies}, {"della", Method::kDella},
-      {"della_linear", Method::kDellaLinear}, {"model_stock", Method::kModelStock},
+      {"linear", Method::kLinear},
+      {"slerp", Method::kSlerp},
+      {"nuslerp", Method::kNuSlerp},
+      {"task_arithmetic", Method::kTaskArithmetic},
+      {"ties", Method::kTies},
+      {"dare_ties", Method::kDareTies},
+      {"dare_linear", Method::kDareLinear},
+      {"breadcrumbs", Method::kBreadcrumbs},
+      {"breadcrumbs_ties", Method::kBreadcrumbsTies},
+      {"della", Method::kDella},
+      {"della_linear", Method::kDellaLinear},
+      {"model_stock", Method::kModelStock},
       {"passthrough", Method::kPassthrough}};
   for (const auto& [name, m] : names) {
     EXPECT_EQ(parse_method(name), m);
@@ -859,124 +908,6 @@ TEST(MergeKernels, MethodNames) {
   EXPECT_FALSE(method_requires_base(Method::kLinear));
   EXPECT_FALSE(method_requires_base(Method::kNuSlerp));
   EXPECT_FALSE(method_requires_base(Method::kPassthrough));
-}
-
-// ---------------------------------------------------------------------------------------------
-// The kernels' fast conversions give exactly the core's results.
-
-TEST(KernelConversions, LoadMatchesToF64ForEveryHalf) {
-  for (DType t : {DType::kF16, DType::kBF16}) {
-    std::vector<uint16_t> all(65536);
-    std::iota(all.begin(), all.end(), 0);
-    std::vector<double> want(all.size()), got(all.size());
-    to_f64(t, all.data(), want.data(), all.size());
-    kernels::load_f64(t, all.data(), got.data(), all.size());
-    for (size_t i = 0; i < all.size(); ++i) {
-      ASSERT_EQ(std::bit_cast<uint64_t>(got[i]), std::bit_cast<uint64_t>(want[i]))
-          << dtype_name(t) << " 0x" << std::hex << i;
-    }
-    // Finite-only blocks take the fast path; check one on its own.
-    std::vector<uint16_t> finite = {0x0000, 0x8000, 0x0001, 0x03ff, 0x0400, 0x3c00, 0xfbff, 0x7bff};
-    std::vector<double> w(finite.size()), g(finite.size());
-    to_f64(t, finite.data(), w.data(), finite.size());
-    kernels::load_f64(t, finite.data(), g.data(), finite.size());
-    EXPECT_EQ(g, w);
-  }
-}
-
-TEST(KernelConversions, StoreMatchesFromF64BitForBit) {
-  std::mt19937_64 gen(3);
-  std::vector<double> values;
-  // Every half/bf16 value, the midpoints between neighbours and points just beside them:
-  // exactly where rounding decisions are made.
-  for (DType t : {DType::kF16, DType::kBF16}) {
-    for (uint32_t h = 0; h < 0xffff; ++h) {
-      uint16_t pair[2] = {static_cast<uint16_t>(h), static_cast<uint16_t>(h + 1)};
-      double v[2];
-      to_f64(t, pair, v, 2);
-      if (!std::isfinite(v[0]) || !std::isfinite(v[1])) continue;
-      const double mid = v[0] + (v[1] - v[0]) / 2;
-      values.insert(values.end(), {v[0], mid, std::nextafter(mid, 0.0), std::nextafter(mid, 1e300),
-                                   -mid});
-    }
-  }
-  // Random doubles across every exponent, with random mantissas.
-  for (int i = 0; i < 200000; ++i) values.push_back(std::bit_cast<double>(gen()));
-  std::normal_distribution<double> normal;
-  for (int i = 0; i < 100000; ++i) values.push_back(normal(gen) * std::ldexp(1.0, i % 80 - 40));
-  values.insert(values.end(), {0.0, -0.0, 65504.0, 65519.99, 65520.0, 1e300, -1e300,
-                               std::numeric_limits<double>::infinity(), std::nan(""),
-                               std::numeric_limits<double>::denorm_min(), 3.4e38, 3.4028235e38,
-                               3.40282357e38, 0x1p-126, 0x1p-133, 0x1p-134, 0x1.8p-134, 0x1p-24,
-                               0x1p-25, 0x1.8p-25, 0x1p-14});
-  for (DType t : {DType::kF16, DType::kBF16, DType::kF32}) {
-    const size_t esize = dtype_size(t);
-    // Blocks of 16 values: finite blocks take the fast path, blocks with a NaN or an overflow
-    // the fallback.
-    for (size_t b = 0; b < values.size(); b += 16) {
-      const size_t n = std::min<size_t>(16, values.size() - b);
-      std::vector<unsigned char> want(n * esize), got(n * esize);
-      from_f64(values.data() + b, t, want.data(), n);
-      kernels::store_f64(values.data() + b, t, got.data(), n);
-      ASSERT_EQ(got, want) << dtype_name(t) << " block at " << b << " first value "
-                           << values[b];
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The selection engine against brute force, with tiny collect limits to force the histogram and
-// exact-count paths.
-
-TEST(SelectRanks, MatchesSortedOrderOnEveryPath) {
-  ThreadPool pool(3);
-  std::mt19937_64 gen(9);
-  const int64_t n = 2 * kChunk + 333;
-  // Source 0: five distinct keys (heavy ties); 1: arbitrary 64-bit keys; 2: all equal.
-  std::vector<std::vector<uint64_t>> src(3, std::vector<uint64_t>(n));
-  std::uniform_int_distribution<int> few(0, 4);
-  for (int64_t i = 0; i < n; ++i) {
-    src[0][i] = kernels::magnitude_key(0.25 * few(gen));
-    src[1][i] = gen();
-    src[2][i] = kernels::magnitude_key(-1.5);
-  }
-  const kernels::KeyFn keys = [&](int64_t begin, int64_t m, const std::vector<char>& need,
-                                  uint64_t* const* out) {
-    for (size_t s = 0; s < src.size(); ++s) {
-      if (need[s]) std::copy_n(src[s].begin() + begin, m, out[s]);
-    }
-  };
-  std::vector<kernels::RankQuery> queries;
-  for (size_t s = 0; s < src.size(); ++s) {
-    for (int64_t pos : {int64_t{0}, int64_t{1}, n / 3, n / 2, n - 2, n - 1}) {
-      for (bool asc : {true, false}) queries.push_back({s, pos, asc});
-    }
-  }
-  // Brute force: the full order, key ascending, ties by index ascending or descending.
-  auto order_of = [&](size_t s, bool asc) {
-    std::vector<int64_t> idx(n);
-    std::iota(idx.begin(), idx.end(), 0);
-    if (!asc) std::reverse(idx.begin(), idx.end());
-    std::stable_sort(idx.begin(), idx.end(),
-                     [&](int64_t a, int64_t b) { return src[s][a] < src[s][b]; });
-    return idx;
-  };
-  for (int64_t limit : {int64_t{0}, int64_t{1}, int64_t{1000}, kernels::kCollectLimit}) {
-    SCOPED_TRACE("collect limit " + std::to_string(limit));
-    const auto found = kernels::select_ranks(queries, src.size(), n, keys, pool, limit);
-    ASSERT_EQ(found.size(), queries.size());
-    for (size_t q = 0; q < queries.size(); ++q) {
-      const auto& query = queries[q];
-      const auto order = order_of(query.source, query.asc_ties);
-      const int64_t want = order[query.position];
-      EXPECT_EQ(found[q].index, want) << "query " << q;
-      EXPECT_EQ(found[q].key, src[query.source][want]) << "query " << q;
-      // Exactly n - position elements sit at or after the threshold.
-      int64_t after = 0;
-      for (int64_t i = 0; i < n; ++i) after += found[q].at_or_after(src[query.source][i], i);
-      EXPECT_EQ(after, n - query.position) << "query " << q;
-    }
-  }
 }
 
 }  // namespace

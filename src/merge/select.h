@@ -21,7 +21,9 @@ inline constexpr int64_t kCollectLimit = int64_t{1} << 18;
 
 // The key that orders values by magnitude: the bit pattern of |x|. Non-negative doubles order
 // like their bit patterns (and |NaN| sorts above infinity, consistently).
-inline uint64_t magnitude_key(double x) { return std::bit_cast<uint64_t>(std::fabs(x)); }
+inline uint64_t magnitude_key(double x) {
+  return std::bit_cast<uint64_t>(std::fabs(x));
+}
 
 // A position in the order "key ascending, ties by flat index ascending (asc_ties) or
 // descending (!asc_ties)": the element (key, index) found there.
@@ -49,9 +51,11 @@ using KeyFn = std::function<void(int64_t begin, int64_t n, const std::vector<cha
 
 // Answers every query with passes over the keys (all queries advance together, one pass each
 // step): 16-bit radix histograms narrow the candidates (elements sharing the key prefix found so
-// far) until at most `collect_limit` remain, which are then gathered and sorted; if more than
-// that share one exact key, a pass counts them per chunk and one chunk is scanned for the
-// index. Results do not depend on the thread count.
+// far) until at most `collect_limit` remain, which are then gathered and sorted. Many equal keys
+// (exact ties, typical of bf16 deltas) are resolved without sorting: a histogram pass also
+// records the candidates' key range and per-chunk counts, and once all candidates share one key
+// (or a pass has counted the exact key) the answer's index is found by scanning one chunk.
+// Results do not depend on the thread count.
 std::vector<Threshold> select_ranks(std::span<const RankQuery> queries, size_t n_sources,
                                     int64_t numel, const KeyFn& keys, ThreadPool& pool,
                                     int64_t collect_limit = kCollectLimit);

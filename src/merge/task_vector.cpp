@@ -49,10 +49,85 @@ SHOAL_KERNEL_CLONES void random_mask(CounterRng rng, uint64_t cut, int64_t begin
   }
 }
 
+// keep[i] = 1.0 iff rng.uniform(begin + i) < p[i] (exact conversions and a compare only).
+SHOAL_KERNEL_CLONES void uniform_below(CounterRng rng, int64_t begin, int64_t n, const double* p,
+                                       double* keep) {
+  for (int64_t i = 0; i < n; ++i) {
+    keep[i] = rng.uniform(static_cast<uint64_t>(begin + i)) < p[i] ? 1.0 : 0.0;
+  }
+}
+
 uint64_t random_cut(double density) {
   if (!(density > 0)) return 0;
   if (density >= 1) return uint64_t{1} << 53;
   return static_cast<uint64_t>(std::ceil(density * 0x1p53));
+}
+
+// Selects between doubles vectorise only where the compiler may assume that comparisons raise
+// no FP exceptions, hence the attribute on these two plain loops (values are unaffected: it
+// allows no reassociation or contraction). They call nothing, so no inlining is lost, and they
+// hold no multiply-add, so their ISA clones cannot differ by an FMA.
+#define SHOAL_NO_TRAPPING_MATH [[gnu::optimize("no-trapping-math")]] SHOAL_KERNEL_CLONES
+
+// Step 3's inner loop for one model: where wd agrees in sign with the majority (total >= 0
+// counts as +; exact zeros agree with neither), mixed += wd and div += w.
+SHOAL_NO_TRAPPING_MATH void add_agreeing(const double* total, const double* wd, double w, int64_t n,
+                                         double* mixed, double* div) {
+  for (int64_t i = 0; i < n; ++i) {
+    const bool positive = total[i] >= 0;
+    const bool keep = (positive & (wd[i] > 0)) | (!positive & (wd[i] < 0));
+    mixed[i] += keep ? wd[i] : 0.0;
+    div[i] += keep ? w : 0.0;
+  }
+}
+
+// mixed /= div, with a zero divisor read as 1.
+SHOAL_NO_TRAPPING_MATH void divide_by_nonzero(const double* div, int64_t n, double* mixed) {
+  for (int64_t i = 0; i < n; ++i) mixed[i] /= div[i] == 0 ? 1.0 : div[i];
+}
+
+// The indices 0..n-1 sorted by keys[i], ties by index: an LSD radix sort of (key, index) on
+// 11-bit digits, over only the bit range where the keys differ. Each pass is stable and the
+// input is in index order, so equal keys stay in index order. Several times faster than
+// std::sort for della's rows (thousands of elements), where sorting is the whole cost.
+// Returns thread-local storage, valid until the next call on this thread.
+const int64_t* sort_indices_by_key(const uint64_t* keys, int64_t n) {
+  constexpr int kRadixBits = 11;
+  constexpr size_t kRadix = size_t{1} << kRadixBits;
+  thread_local std::vector<uint64_t> key_a, key_b;
+  thread_local std::vector<int64_t> idx_a, idx_b, count(kRadix);
+  const auto un = static_cast<size_t>(n);
+  key_a.assign(keys, keys + n);
+  key_b.resize(un);
+  idx_a.resize(un);
+  idx_b.resize(un);
+  uint64_t any = 0, all = ~uint64_t{0};
+  for (int64_t i = 0; i < n; ++i) {
+    idx_a[i] = i;
+    any |= keys[i];
+    all &= keys[i];
+  }
+  const uint64_t differing = any ^ all;
+  if (differing == 0) return idx_a.data();
+  const int lo = std::countr_zero(differing), hi = 64 - std::countl_zero(differing);
+  for (int shift = lo; shift < hi; shift += kRadixBits) {
+    std::fill(count.begin(), count.end(), 0);
+    for (int64_t i = 0; i < n; ++i) ++count[(key_a[i] >> shift) & (kRadix - 1)];
+    int64_t offset = 0;
+    for (auto& c : count) {
+      const int64_t here = c;
+      c = offset;
+      offset += here;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t pos = count[(key_a[i] >> shift) & (kRadix - 1)]++;
+      key_b[pos] = key_a[i];
+      idx_b[pos] = idx_a[i];
+    }
+    key_a.swap(key_b);
+    idx_a.swap(idx_b);
+  }
+  return idx_a.data();
 }
 
 struct TvModel {
@@ -197,18 +272,20 @@ class TaskVectorMerge {
       std::fill(keep, keep + n, 0.0);
       return;
     }
-    thread_local std::vector<std::pair<uint64_t, int64_t>> order;
-    order.resize(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) order[i] = {magnitude_key(d[i]), i};
-    std::sort(order.begin(), order.end());
-    for (int64_t r = 0; r < n; ++r) {
-      const int64_t i = order[r].second;
-      const double p = n == 1
-                           ? density
-                           : density - epsilon +
-                                 2 * epsilon * static_cast<double>(r) / static_cast<double>(n - 1);
-      keep[i] = m.rng.uniform(static_cast<uint64_t>(begin + i)) < p ? 1.0 : 0.0;
+    // order[r] = index of the element of rank r + 1 (key ascending, then index ascending).
+    uint64_t* keys = key_scratch(0, static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) keys[i] = magnitude_key(d[i]);
+    const int64_t* order = sort_indices_by_key(keys, n);
+    // p by element, in index order so that the RNG loop runs sequentially and vectorises.
+    double* p = scratch(5 + models_.size(), n);
+    if (n == 1) {
+      p[0] = density;
+    } else {
+      for (int64_t r = 0; r < n; ++r) p[order[r]] = static_cast<double>(r);
+      const double span = static_cast<double>(n - 1);
+      for (int64_t i = 0; i < n; ++i) p[i] = density - epsilon + 2 * epsilon * p[i] / span;
     }
+    uniform_below(m.rng, begin, n, p, keep);
   }
 
   // Runs fn(c_begin, c_end) for every chunk, in parallel.
@@ -294,18 +371,9 @@ class TaskVectorMerge {
             for (int64_t i = 0; i < n; ++i) total[i] += d[i];
           }
           for (size_t j = 0; j < n_models; ++j) {
-            const double* d = delta[j];
-            const double w = models_[j].params.weight;
-            for (int64_t i = 0; i < n; ++i) {
-              const bool positive = total[i] >= 0;
-              const bool keep = (positive & (d[i] > 0)) | (!positive & (d[i] < 0));
-              mixed[i] += keep ? d[i] : 0.0;
-              div[i] += keep ? w : 0.0;
-            }
+            add_agreeing(total, delta[j], models_[j].params.weight, n, mixed, div);
           }
-          if (normalize) {
-            for (int64_t i = 0; i < n; ++i) mixed[i] /= div[i] == 0 ? 1.0 : div[i];
-          }
+          if (normalize) divide_by_nonzero(div, n, mixed);
         } else {
           // Step 4: plain sum; divisor sum_j w_j (|.| < 1e-8 -> 1).
           for (size_t j = 0; j < n_models; ++j) {

@@ -61,7 +61,7 @@ class GramDriver {
         p_.coefficients(gram.data(), coef.data());
         apply(d.data(), o, ncols, coef.data(), out);
         store_f64(out, args_.out_dtype, bytes + static_cast<size_t>((r - r0) * ncols) * esize,
-                 static_cast<size_t>(ncols));
+                  static_cast<size_t>(ncols));
       }
       sink_(static_cast<uint64_t>(r0 * ncols) * esize, bytes,
             static_cast<size_t>((r1 - r0) * ncols) * esize);
@@ -136,7 +136,8 @@ class GramDriver {
   }
 
   void gram_add(double* const* d, int64_t n, double* acc) const {
-    for (size_t p = 0; p < pairs_.size(); ++p) acc[p] += dot(d[pairs_[p].first], d[pairs_[p].second], n);
+    for (size_t p = 0; p < pairs_.size(); ++p)
+      acc[p] += dot(d[pairs_[p].first], d[pairs_[p].second], n);
   }
 
   void apply(double* const* d, const double* o, int64_t n, const double* coef, double* out) const {
@@ -201,9 +202,9 @@ void lerp_coefficients(double t, double* coef) {
 void merge_slerp(const KernelArgs& args, ThreadPool& pool, const OutputSink& sink) {
   if (args.inputs.empty() || !args.base) {
     // One tensor only: mergekit returns it unchanged.
-    copy_input(args, args.inputs.empty() ? base_reader(args)
-                                         : Reader(args.inputs[0].view, args.out_shape),
-               pool, sink);
+    copy_input(
+        args, args.inputs.empty() ? base_reader(args) : Reader(args.inputs[0].view, args.out_shape),
+        pool, sink);
     return;
   }
   const double t = args.params.t;
@@ -225,16 +226,15 @@ void merge_slerp(const KernelArgs& args, ThreadPool& pool, const OutputSink& sin
 
 void merge_nuslerp(const KernelArgs& args, ThreadPool& pool, const OutputSink& sink) {
   if (args.inputs.size() < 2) {
-    copy_input(args, args.inputs.empty() ? base_reader(args)
-                                         : Reader(args.inputs[0].view, args.out_shape),
-               pool, sink);
+    copy_input(
+        args, args.inputs.empty() ? base_reader(args) : Reader(args.inputs[0].view, args.out_shape),
+        pool, sink);
     return;
   }
   const double w1 = args.inputs[0].params.weight, w2 = args.inputs[1].params.weight;
   const double t = std::abs(w1 + w2) < 1e-6 ? 0.5 : w2 / (w1 + w2);
   GramProblem p;
-  p.xs = {Reader(args.inputs[0].view, args.out_shape),
-          Reader(args.inputs[1].view, args.out_shape)};
+  p.xs = {Reader(args.inputs[0].view, args.out_shape), Reader(args.inputs[1].view, args.out_shape)};
   p.origin = base_reader(args);  // with a base: base + nuslerp(t, x1 - base, x2 - base)
   p.coefficients = [t](const double* g, double* coef) {
     const double n0 = std::max(std::sqrt(g[0]), 1e-7), n1 = std::max(std::sqrt(g[2]), 1e-7);
