@@ -68,6 +68,8 @@ class ModelFolder {
   // Throws FormatError naming the folder and tensor if absent.
   TensorView view(std::string_view name) const;
   void release(std::string_view name) const;
+  // Drops bytes [byte_offset, byte_offset + n) of a tensor's data from the resident set.
+  void release(std::string_view name, uint64_t byte_offset, uint64_t n) const;
 
   // The layer prefix with the most tensors and its layer count.
   LayerLayout layers() const { return layout_; }

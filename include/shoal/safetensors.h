@@ -57,6 +57,8 @@ class SafetensorsFile {
   // Hint that a tensor's pages will not be read again soon: drops them from this process's
   // resident set (the page cache keeps them). Keeps RSS bounded while streaming a large model.
   void release(const TensorInfo& t) const;
+  // The same for bytes [byte_offset, byte_offset + n) of one tensor's data (clamped to it).
+  void release(const TensorInfo& t, uint64_t byte_offset, uint64_t n) const;
 
  private:
   SafetensorsFile() = default;

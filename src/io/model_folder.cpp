@@ -294,6 +294,11 @@ void ModelFolder::release(std::string_view name) const {
   if (it != tensors_.end()) files_[it->second.first]->release(*it->second.second);
 }
 
+void ModelFolder::release(std::string_view name, uint64_t byte_offset, uint64_t n) const {
+  const auto it = tensors_.find(std::string(name));
+  if (it != tensors_.end()) files_[it->second.first]->release(*it->second.second, byte_offset, n);
+}
+
 bool ModelFolder::ties_word_embeddings() const {
   // Multimodal configs (Gemma 3, ...) keep the language model's settings in text_config.
   for (const json* c :

@@ -271,4 +271,10 @@ void SafetensorsFile::release(const TensorInfo& t) const {
   file_->release(data_start_ + t.begin, t.nbytes());
 }
 
+void SafetensorsFile::release(const TensorInfo& t, uint64_t byte_offset, uint64_t n) const {
+  if (byte_offset >= t.nbytes()) return;
+  n = std::min(n, t.nbytes() - byte_offset);
+  file_->release(data_start_ + t.begin + byte_offset, n);
+}
+
 }  // namespace shoal

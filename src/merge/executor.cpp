@@ -109,6 +109,57 @@ std::vector<OutputTensorSpec> output_specs(const merge::MergePlan& plan) {
   return specs;
 }
 
+// Tensors whose inputs together exceed this are released chunk by chunk while they merge;
+// smaller ones all at once when done. Bounds RSS by about this plus the chunks in flight.
+constexpr uint64_t kStreamReleaseBytes = 32u << 20;
+
+// The bytes of `view` that hold output elements [begin, end) of an output of `out_shape`
+// (the top-left block when a 2-D input is wider or taller than the output).
+std::pair<uint64_t, uint64_t> input_byte_range(const TensorView& view,
+                                               const std::vector<int64_t>& out_shape,
+                                               int64_t begin, int64_t end) {
+  const uint64_t esize = dtype_size(view.dtype);
+  if (view.shape == out_shape || view.shape.size() != 2 || out_shape.size() != 2) {
+    return {begin * esize, (end - begin) * esize};
+  }
+  const int64_t out_cols = out_shape[1], in_cols = view.shape[1];
+  const int64_t r0 = begin / out_cols, r1 = (end + out_cols - 1) / out_cols;
+  return {static_cast<uint64_t>(r0 * in_cols) * esize,
+          static_cast<uint64_t>((r1 - r0) * in_cols) * esize};
+}
+
+// KernelArgs::release for a task whose inputs are large: drops the pages a pass is done with.
+void attach_streaming_release(const merge::MergePlan& plan, const merge::TensorTask& task,
+                              merge::KernelArgs& args) {
+  std::vector<std::pair<const merge::PlannedInput*, TensorView>> inputs;
+  uint64_t total = 0;
+  for (size_t j = 0; j < task.inputs.size(); ++j) {
+    inputs.emplace_back(&task.inputs[j], args.inputs[j].view);
+    total += args.inputs[j].view.nbytes;
+  }
+  if (task.base) {
+    inputs.emplace_back(&*task.base, *args.base);
+    total += args.base->nbytes;
+  }
+  if (total < kStreamReleaseBytes) return;
+  // Releasing every chunk costs more in unmapping (TLB shootdowns) than it saves, so pages go
+  // in windows of kReleaseWindow elements, one window behind the chunk that just finished: the
+  // chunks other threads still work on are left alone. (Releasing too early is only slower,
+  // never wrong: the pages come back from the page cache.) The executor releases the rest when
+  // the tensor is done.
+  constexpr int64_t kReleaseWindow = int64_t{1} << 21;
+  args.release = [&plan, inputs, out_shape = task.shape](int64_t begin, int64_t end) {
+    const int64_t window = end / kReleaseWindow;
+    if (window == begin / kReleaseWindow || window < 2) return;
+    for (const auto& [input, view] : inputs) {
+      const auto [offset, n] =
+          input_byte_range(view, out_shape, (window - 2) * kReleaseWindow,
+                           (window - 1) * kReleaseWindow);
+      plan.models[input->model]->release(input->tensor, offset, n);
+    }
+  };
+}
+
 merge::KernelArgs kernel_args(const merge::MergePlan& plan, const merge::TensorTask& task,
                               uint64_t seed) {
   merge::KernelArgs args;
@@ -121,6 +172,7 @@ merge::KernelArgs kernel_args(const merge::MergePlan& plan, const merge::TensorT
   args.out_shape = task.shape;
   args.out_dtype = task.dtype;
   args.rng = CounterRng(seed).stream(hash_name(task.name));
+  attach_streaming_release(plan, task, args);
   return args;
 }
 

@@ -78,6 +78,12 @@ uint64_t* key_scratch(size_t slot, size_t len);
 double dot(const double* a, const double* b, int64_t n);
 double abs_sum(const double* a, int64_t n);
 
+// Tells the caller (KernelArgs::release) that the current pass is done with the inputs at output
+// indices [begin, end).
+inline void release_inputs(const KernelArgs& args, int64_t begin, int64_t end) {
+  if (args.release) args.release(begin, end);
+}
+
 inline int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
@@ -133,6 +139,7 @@ void write_output_range(const KernelArgs& args, ThreadPool& pool, const OutputSi
       store_f64(out, args.out_dtype, bytes + b * esize, static_cast<size_t>(m));
     }
     sink(static_cast<uint64_t>(begin) * esize, bytes, static_cast<size_t>(n) * esize);
+    release_inputs(args, begin, begin + n);
   });
 }
 

@@ -129,7 +129,7 @@ TEST(SelectRanks, MatchesSortedOrderOnEveryPath) {
   };
   for (int64_t limit : {int64_t{0}, int64_t{1}, int64_t{1000}, kernels::kCollectLimit}) {
     SCOPED_TRACE("collect limit " + std::to_string(limit));
-    const auto found = kernels::select_ranks(queries, src.size(), n, keys, pool, limit);
+    const auto found = kernels::select_ranks(queries, src.size(), n, keys, pool, {}, limit);
     ASSERT_EQ(found.size(), queries.size());
     for (size_t q = 0; q < queries.size(); ++q) {
       const auto& query = queries[q];

@@ -88,6 +88,12 @@ struct KernelArgs {
   // mask of input j (index in `inputs`) at flat output index i keeps the element iff
   // rng.stream(j).uniform(i) < keep probability. Tests re-implement this formula independently.
   CounterRng rng{0};
+  // Optional. Called when a pass over the inputs is done with the elements at output indices
+  // [begin, end) (once per chunk, from pool threads). The executor uses it to drop those pages
+  // of the mmap'd source files from the resident set, so RSS is bounded by the chunks in flight,
+  // not by the largest tensor; a later pass over the same elements faults them back in from the
+  // page cache.
+  std::function<void(int64_t begin, int64_t end)> release;
 };
 
 // Receives output bytes: `n` bytes belonging at `byte_offset` of the output tensor. Called from

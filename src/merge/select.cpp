@@ -44,7 +44,7 @@ Stage next_stage(const QueryState& q, int64_t collect_limit) {
 
 std::vector<Threshold> select_ranks(std::span<const RankQuery> queries, size_t n_sources,
                                     int64_t numel, const KeyFn& keys, ThreadPool& pool,
-                                    int64_t collect_limit) {
+                                    const ChunkDoneFn& chunk_done, int64_t collect_limit) {
   std::vector<QueryState> states(queries.size());
   for (size_t q = 0; q < queries.size(); ++q) {
     states[q].query = queries[q];
@@ -162,6 +162,7 @@ std::vector<Threshold> select_ranks(std::span<const RankQuery> queries, size_t n
             }
           }
         }
+        if (chunk_done) chunk_done(c * kChunk, c_end);
       }
     });
 

@@ -56,8 +56,12 @@ using KeyFn = std::function<void(int64_t begin, int64_t n, const std::vector<cha
 // records the candidates' key range and per-chunk counts, and once all candidates share one key
 // (or a pass has counted the exact key) the answer's index is found by scanning one chunk.
 // Results do not depend on the thread count.
+// Told after each histogram pass's chunk [begin, end) is done (may be empty).
+using ChunkDoneFn = std::function<void(int64_t begin, int64_t end)>;
+
 std::vector<Threshold> select_ranks(std::span<const RankQuery> queries, size_t n_sources,
                                     int64_t numel, const KeyFn& keys, ThreadPool& pool,
+                                    const ChunkDoneFn& chunk_done = {},
                                     int64_t collect_limit = kCollectLimit);
 
 }  // namespace shoal::merge::kernels

@@ -240,7 +240,7 @@ class TaskVectorMerge {
         for (int64_t i = 0; i < n; ++i) out[j][i] = magnitude_key(delta[j][i]);
       }
     };
-    const auto found = select_ranks(queries, models_.size(), numel_, keys, pool_);
+    const auto found = select_ranks(queries, models_.size(), numel_, keys, pool_, args_.release);
     for (size_t q = 0; q < queries.size(); ++q) {
       TvModel& m = models_[owner[q].first];
       (owner[q].second ? m.upper : m.lower) = found[q];
@@ -293,7 +293,9 @@ class TaskVectorMerge {
   void for_each_chunk(Fn&& fn) {
     pool_.parallel_for(static_cast<size_t>(ceil_div(numel_, chunk_len_)), [&](size_t c) {
       const int64_t c_begin = static_cast<int64_t>(c) * chunk_len_;
-      fn(c, c_begin, std::min(numel_, c_begin + chunk_len_));
+      const int64_t c_end = std::min(numel_, c_begin + chunk_len_);
+      fn(c, c_begin, c_end);
+      release_inputs(args_, c_begin, c_end);
     });
   }
 

@@ -65,6 +65,7 @@ class GramDriver {
       }
       sink_(static_cast<uint64_t>(r0 * ncols) * esize, bytes,
             static_cast<size_t>((r1 - r0) * ncols) * esize);
+      release_inputs(args_, r0 * ncols, r1 * ncols);
     });
   }
 
@@ -164,6 +165,7 @@ class GramDriver {
         load(b, n, d.data());
         gram_add(d.data(), n, partial.data() + c * np);
       }
+      release_inputs(args_, c_begin, c_end);
     });
     std::vector<double> gram(np, 0.0), coef(m_);
     for (int64_t c = 0; c < n_chunks; ++c) {
