@@ -18,9 +18,10 @@ enum class LogMode { kHuman, kQuiet, kJson };
 
 class Progress {
  public:
-  // `task` names the work ("merge"); totals may be 0 when unknown.
-  Progress(std::string task, uint64_t total_items, uint64_t total_bytes, LogMode mode,
-           std::FILE* out = stderr);
+  // `task` names the work ("merge") and `unit` its items ("tensors"); totals may be 0 when
+  // unknown.
+  Progress(std::string task, std::string unit, uint64_t total_items, uint64_t total_bytes,
+           LogMode mode, std::FILE* out = stderr);
 
   // One item (e.g. a tensor of `bytes` output bytes) is done.
   void advance(std::string_view item, uint64_t bytes);
@@ -28,7 +29,7 @@ class Progress {
   void warn(std::string_view message);
   // A free-form event: a JSON line in JSON mode, ignored otherwise.
   void event(nlohmann::json fields);
-  // Ends the status line and reports totals ("merge: 291 items, 2.1 GB in 3.2 s").
+  // Ends the status line and reports totals ("merge: 291 tensors, 2.1 GB in 3.2 s").
   void finish();
 
   double elapsed_seconds() const;
@@ -37,6 +38,7 @@ class Progress {
   void draw_locked(bool force);
 
   std::string task_;
+  std::string unit_;
   uint64_t total_items_;
   uint64_t total_bytes_;
   LogMode mode_;

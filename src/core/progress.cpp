@@ -18,9 +18,10 @@ std::string format_bytes(double bytes) {
   return buf;
 }
 
-Progress::Progress(std::string task, uint64_t total_items, uint64_t total_bytes, LogMode mode,
-                   std::FILE* out)
+Progress::Progress(std::string task, std::string unit, uint64_t total_items, uint64_t total_bytes,
+                   LogMode mode, std::FILE* out)
     : task_(std::move(task)),
+      unit_(std::move(unit)),
       total_items_(total_items),
       total_bytes_(total_bytes),
       mode_(mode),
@@ -63,10 +64,10 @@ void Progress::draw_locked(bool force) {
   if (rate > 0 && total_bytes_ >= done_bytes_) {
     eta = std::to_string(static_cast<long long>(std::ceil((total_bytes_ - done_bytes_) / rate))) + " s";
   }
-  std::fprintf(out_, "\r\033[K%s: %llu/%llu, %s/s, ETA %s", task_.c_str(),
+  std::fprintf(out_, "\r\033[K%s: %llu/%llu %s, %s/s, ETA %s", task_.c_str(),
                static_cast<unsigned long long>(done_items_),
-               static_cast<unsigned long long>(total_items_), format_bytes(rate).c_str(),
-               eta.c_str());
+               static_cast<unsigned long long>(total_items_), unit_.c_str(),
+               format_bytes(rate).c_str(), eta.c_str());
   std::fflush(out_);
   line_open_ = true;
 }
@@ -101,8 +102,8 @@ void Progress::finish() {
     std::fprintf(out_, "%s\n", j.dump().c_str());
   } else if (mode_ == LogMode::kHuman) {
     if (line_open_) std::fputs("\r\033[K", out_);
-    std::fprintf(out_, "%s: %llu items, %s in %.2f s\n", task_.c_str(),
-                 static_cast<unsigned long long>(done_items_),
+    std::fprintf(out_, "%s: %llu %s, %s in %.2f s\n", task_.c_str(),
+                 static_cast<unsigned long long>(done_items_), unit_.c_str(),
                  format_bytes(static_cast<double>(done_bytes_)).c_str(), secs);
   }
   line_open_ = false;

@@ -209,7 +209,7 @@ MergeSummary run_merge(const Recipe& recipe, const MergeOptions& options) {
   for (const auto& task : plan.tasks) {
     total_bytes += static_cast<uint64_t>(shape_numel(task.shape)) * dtype_size(task.dtype);
   }
-  Progress progress("merge", plan.tasks.size(), total_bytes, options.log_mode);
+  Progress progress("merge", "tensors", plan.tasks.size(), total_bytes, options.log_mode);
   for (const auto& warning : plan.warnings) progress.warn(warning);
 
   TempFolder temp(options.out_dir);
