@@ -5,6 +5,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libopenblas-dev libpcre2-dev
   python3-numpy python3-torch
 )
 missing=()
