@@ -5,6 +5,9 @@
 #include <csignal>
 #include <cstdio>
 #include <memory>
+#include <string>
+
+#include "shoal/error.h"
 
 #include "cli/commands.h"
 #include "shoal/merge.h"
@@ -24,7 +27,7 @@ void on_signal(int sig) {
 struct MergeFlags {
   std::string recipe;
   std::string out_dir;
-  uint64_t out_shard_size = 5'000'000'000;
+  std::string out_shard_size = "5G";
   uint64_t seed = 0;
   int threads = 0;
   bool force = false;
@@ -34,11 +37,34 @@ struct MergeFlags {
   bool no_tokenizer = false;
 };
 
+// "5000000000", "5G", "500M", "64K" (decimal units, as disk sizes are quoted) -> bytes.
+uint64_t parse_byte_size(const std::string& text) {
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  const std::string unit = text.substr(used);
+  double scale = 0;
+  if (unit.empty() || unit == "B") scale = 1;
+  if (unit == "K" || unit == "KB") scale = 1e3;
+  if (unit == "M" || unit == "MB") scale = 1e6;
+  if (unit == "G" || unit == "GB") scale = 1e9;
+  if (unit == "T" || unit == "TB") scale = 1e12;
+  if (used == 0 || scale == 0 || !(value >= 0) || value * scale > 1.8e19) {
+    throw ConfigError("--out-shard-size: '" + text +
+                      "' is not a size in bytes (e.g. 5000000000, 5G, 500M)");
+  }
+  return static_cast<uint64_t>(value * scale);
+}
+
 void run(const MergeFlags& flags) {
   const Recipe recipe = load_recipe(flags.recipe);
   MergeOptions options;
   options.out_dir = flags.out_dir;
-  options.out_shard_size = flags.out_shard_size;
+  options.out_shard_size = parse_byte_size(flags.out_shard_size);
   options.seed = flags.seed;
   options.n_threads = flags.threads;
   options.force = flags.force;
@@ -74,7 +100,7 @@ void add_merge_command(CLI::App& app) {
   cmd->add_option("recipe", flags->recipe, "Recipe file (YAML)")->required();
   cmd->add_option("out_dir", flags->out_dir, "Output model folder")->required();
   cmd->add_option("--out-shard-size", flags->out_shard_size,
-                  "Largest shard, in bytes of tensor data (default 5000000000)");
+                  "Largest shard, in bytes of tensor data: 5000000000, 5G, 500M (default 5G)");
   cmd->add_option("--seed", flags->seed, "Seed of the random masks (DARE, DELLA)");
   cmd->add_option("--threads", flags->threads, "Worker threads (default: all cores)");
   cmd->add_flag("--force", flags->force, "Replace a non-empty output folder");

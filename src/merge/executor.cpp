@@ -91,6 +91,7 @@ class TempFolder {
 
 void check_output_dir(const MergeOptions& options) {
   if (options.out_dir.empty()) throw ConfigError("no output folder given");
+  if (options.out_shard_size == 0) throw ConfigError("--out-shard-size must be at least 1 byte");
   std::error_code ec;
   if (!fs::exists(options.out_dir, ec)) return;
   if (!fs::is_directory(options.out_dir, ec)) {
