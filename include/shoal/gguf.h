@@ -71,7 +71,8 @@ class GgufFile {
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
   const GgufTensorInfo* find_tensor(std::string_view name) const;
   // The tensor's raw bytes (F32/F16/BF16 as a TensorView with the matching dtype; Q8_0 blocks
-  // as U8 bytes). Valid while this object lives.
+  // as U8 bytes, the innermost dim counting bytes: [rows, cols / 32 * 34]). Valid while this
+  // object lives.
   TensorView raw_view(const GgufTensorInfo& t) const;
 
  private:
