@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   shoal::cli::add_merge_command(app);
   shoal::cli::add_inspect_command(app);
+  shoal::cli::add_generate_command(app);
+  shoal::cli::add_eval_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,191 @@
+#include "infer/forward_kernels.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace shoal::infer {
+namespace {
+
+// One check at load time; every x86-64 machine since Haswell / Zen has all three. The baseline
+// build targets plain x86-64, so these paths are compiled per function. __builtin_cpu_init must
+// run first: this initialiser may run before libgcc's own constructor has filled in the CPU model.
+bool detect_avx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
+}
+const bool kHasAvx2 = detect_avx2();
+
+[[gnu::target("avx2,fma,f16c")]] void bf16_to_f32_avx2(const std::byte* src, float* dst,
+                                                       int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
+    const __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+    _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(w));
+  }
+  ref::convert_to_f32(DType::kBF16, src + 2 * i, dst + i, n - i);
+}
+
+[[gnu::target("avx2,fma,f16c")]] void f16_to_f32_avx2(const std::byte* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+  }
+  ref::convert_to_f32(DType::kF16, src + 2 * i, dst + i, n - i);
+}
+
+// 4 accumulators x 8 lanes: two FMA ports with 4-cycle latency need 8 independent chains to
+// stay busy; 4 already saturate the loads at L1/L2 bandwidth, which bounds this loop.
+[[gnu::target("avx2,fma,f16c")]] float dot_avx2(const float* a, const float* b, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), acc2);
+    acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), acc3);
+  }
+  for (; i + 8 <= n; i += 8) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  }
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+  float sum = _mm_cvtss_f32(q);
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+// Eight 16-bit weights -> eight floats, in registers.
+[[gnu::target("avx2,fma,f16c")]] inline __m256 load8(DType type, const std::byte* w) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+  if (type == DType::kF16) return _mm256_cvtph_ps(h);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+[[gnu::target("avx2,fma,f16c")]] float dot_row16_avx2(DType type, const std::byte* w,
+                                                      const float* x, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm256_fmadd_ps(load8(type, w + 2 * i), _mm256_loadu_ps(x + i), acc0);
+    acc1 = _mm256_fmadd_ps(load8(type, w + 2 * (i + 8)), _mm256_loadu_ps(x + i + 8), acc1);
+    acc2 = _mm256_fmadd_ps(load8(type, w + 2 * (i + 16)), _mm256_loadu_ps(x + i + 16), acc2);
+    acc3 = _mm256_fmadd_ps(load8(type, w + 2 * (i + 24)), _mm256_loadu_ps(x + i + 24), acc3);
+  }
+  for (; i + 8 <= n; i += 8) {
+    acc0 = _mm256_fmadd_ps(load8(type, w + 2 * i), _mm256_loadu_ps(x + i), acc0);
+  }
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+  return _mm_cvtss_f32(q) + ref::dot_row(type, w + 2 * i, x + i, n - i);
+}
+
+}  // namespace
+
+namespace ref {
+
+float dot_row(DType type, const std::byte* w, const float* x, int64_t n) {
+  float sum = 0.0f;
+  float buf[64];
+  for (int64_t i = 0; i < n; i += 64) {
+    const int64_t len = std::min<int64_t>(64, n - i);
+    convert_to_f32(type, w + i * static_cast<int64_t>(dtype_size(type)), buf, len);
+    for (int64_t j = 0; j < len; ++j) sum += x[i + j] * buf[j];
+  }
+  return sum;
+}
+
+void convert_to_f32(DType type, const std::byte* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    switch (type) {
+      case DType::kBF16: {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        dst[i] = bf16_to_f32(h);
+        break;
+      }
+      case DType::kF16: {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        dst[i] = f16_to_f32(h);
+        break;
+      }
+      default:
+        std::memcpy(dst + i, src + 4 * i, 4);
+        break;
+    }
+  }
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+}  // namespace ref
+
+bool has_avx2_kernels() {
+  return kHasAvx2;
+}
+
+void convert_to_f32(DType type, const std::byte* src, float* dst, int64_t n) {
+  if (n <= 0) return;
+  if (type == DType::kF32) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+  } else if (kHasAvx2 && type == DType::kBF16) {
+    bf16_to_f32_avx2(src, dst, n);
+  } else if (kHasAvx2 && type == DType::kF16) {
+    f16_to_f32_avx2(src, dst, n);
+  } else {
+    ref::convert_to_f32(type, src, dst, n);
+  }
+}
+
+float dot_row(DType type, const std::byte* w, const float* x, int64_t n) {
+  if (type == DType::kF32) return dot(x, reinterpret_cast<const float*>(w), n);
+  return kHasAvx2 ? dot_row16_avx2(type, w, x, n) : ref::dot_row(type, w, x, n);
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  return kHasAvx2 ? dot_avx2(a, b, n) : ref::dot(a, b, n);
+}
+
+void rms_norm(const float* x, const float* w, int64_t n, double eps, float* out) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = w[i] * (x[i] * inv);
+}
+
+void silu_mul(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void add_into(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void rope_rotate_half(float* x, const float* cos, const float* sin, int64_t half) {
+  for (int64_t i = 0; i < half; ++i) {
+    const float a = x[i], b = x[i + half];
+    x[i] = a * cos[i] - b * sin[i];
+    x[i + half] = b * cos[i] + a * sin[i];
+  }
+}
+
+}  // namespace shoal::infer

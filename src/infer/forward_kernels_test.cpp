@@ -1,0 +1,207 @@
+// The forward pass's kernels against plain scalar references: conversions bit for bit, dot
+// products and both matrix-product paths within an error bound derived from f32's epsilon,
+// sizes swept around the vector width and the GEMM block sizes.
+#include "infer/forward_kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "infer/forward_matmul.h"
+#include "shoal/rng.h"
+
+namespace shoal::infer {
+namespace {
+
+std::vector<float> random_floats(size_t n, uint64_t seed, float scale = 1.0f) {
+  const CounterRng rng(seed);
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = scale * static_cast<float>(2.0 * rng.uniform(i) - 1.0);
+  return v;
+}
+
+// Values stored as `type` (rounded), plus the exact f32 values they hold.
+struct Stored {
+  std::vector<std::byte> bytes;
+  std::vector<float> values;
+};
+Stored store(const std::vector<float>& v, DType type) {
+  Stored s;
+  if (v.empty()) return s;
+  s.bytes.resize(v.size() * dtype_size(type));
+  from_f32(v.data(), type, s.bytes.data(), v.size());
+  s.values.resize(v.size());
+  to_f32(type, s.bytes.data(), s.values.data(), v.size());
+  return s;
+}
+
+const int64_t kSizes[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 258};
+
+// The fast paths must really run where the CPU has them (a detection made before the CPU model
+// is initialised would silently test the scalar code twice).
+TEST(ForwardKernels, VectorPathsActiveWhereSupported) {
+  __builtin_cpu_init();
+  EXPECT_EQ(has_avx2_kernels(), __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                                    __builtin_cpu_supports("f16c"));
+}
+
+TEST(ForwardKernels, ConvertMatchesCoreConversionBitForBit) {
+  for (const DType type : {DType::kF32, DType::kF16, DType::kBF16}) {
+    for (const int64_t n : kSizes) {
+      for (const size_t misalign : {size_t{0}, size_t{2}}) {
+        const Stored s = store(random_floats(static_cast<size_t>(n), 1, 3.0f), type);
+        std::vector<std::byte> shifted(s.bytes.size() + misalign);
+        if (n > 0) std::memcpy(shifted.data() + misalign, s.bytes.data(), s.bytes.size());
+        std::vector<float> got(static_cast<size_t>(n), -1.0f);
+        convert_to_f32(type, shifted.data() + misalign, got.data(), n);
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_EQ(std::memcmp(&got[i], &s.values[i], 4), 0) << dtype_name(type) << " n=" << n;
+        }
+      }
+    }
+  }
+}
+
+TEST(ForwardKernels, ConvertKeepsSpecialValues) {
+  const uint16_t bf16[] = {0x7f80, 0xff80, 0x7fc1, 0x0001, 0x8000};  // inf, -inf, NaN, tiny, -0
+  const uint16_t f16[] = {0x7c00, 0xfc00, 0x7e01, 0x0001, 0x8000};   // same, 0x0001 subnormal
+  std::vector<uint16_t> b(bf16, bf16 + 5), h(f16, f16 + 5);
+  for (int rep = 0; rep < 3; ++rep) {  // past one vector of 8
+    b.insert(b.end(), bf16, bf16 + 5);
+    h.insert(h.end(), f16, f16 + 5);
+  }
+  std::vector<float> got(b.size());
+  convert_to_f32(DType::kBF16, reinterpret_cast<const std::byte*>(b.data()), got.data(),
+                 static_cast<int64_t>(b.size()));
+  for (size_t i = 0; i < b.size(); ++i) {
+    const float want = bf16_to_f32(b[i]);
+    EXPECT_EQ(std::memcmp(&got[i], &want, 4), 0) << i;
+  }
+  convert_to_f32(DType::kF16, reinterpret_cast<const std::byte*>(h.data()), got.data(),
+                 static_cast<int64_t>(h.size()));
+  for (size_t i = 0; i < h.size(); ++i) {
+    const float want = f16_to_f32(h[i]);
+    if (std::isnan(want)) {
+      EXPECT_TRUE(std::isnan(got[i])) << i;
+    } else {
+      EXPECT_EQ(std::memcmp(&got[i], &want, 4), 0) << i;
+    }
+  }
+}
+
+TEST(ForwardKernels, DotWithinF32Bound) {
+  for (const int64_t n : kSizes) {
+    const auto a = random_floats(static_cast<size_t>(n), 2),
+               b = random_floats(static_cast<size_t>(n), 3);
+    double exact = 0.0, mag = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      exact += static_cast<double>(a[i]) * b[i];
+      mag += std::fabs(static_cast<double>(a[i]) * b[i]);
+    }
+    // Any summation order: |error| <= n * eps * sum |a_i b_i| (first order).
+    const double bound = static_cast<double>(n + 1) * 0x1p-24 * mag + 1e-30;
+    EXPECT_NEAR(dot(a.data(), b.data(), n), exact, bound) << n;
+    EXPECT_NEAR(ref::dot(a.data(), b.data(), n), exact, bound) << n;
+  }
+}
+
+TEST(ForwardKernels, DotRowConvertsInRegisters) {
+  for (const DType type : {DType::kF32, DType::kF16, DType::kBF16}) {
+    for (const int64_t n : kSizes) {
+      const Stored w = store(random_floats(static_cast<size_t>(n) + 1, 8), type);
+      const auto x = random_floats(static_cast<size_t>(n), 9);
+      // Row data starting at an odd element: unaligned loads.
+      const std::byte* row = w.bytes.data() + dtype_size(type);
+      double exact = 0.0, mag = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        exact += static_cast<double>(x[i]) * w.values[i + 1];
+        mag += std::fabs(static_cast<double>(x[i]) * w.values[i + 1]);
+      }
+      const double bound = static_cast<double>(n + 1) * 0x1p-24 * mag + 1e-30;
+      EXPECT_NEAR(dot_row(type, row, x.data(), n), exact, bound) << dtype_name(type) << n;
+      EXPECT_NEAR(ref::dot_row(type, row, x.data(), n), exact, bound) << dtype_name(type) << n;
+    }
+  }
+}
+
+TEST(ForwardKernels, RmsNormSiluRopeByHand) {
+  const float x[4] = {1.0f, -2.0f, 3.0f, -4.0f};  // mean of squares 7.5
+  const float w[4] = {1.0f, 0.5f, 2.0f, -1.0f};
+  float out[4];
+  rms_norm(x, w, 4, 0.5, out);  // 1 / sqrt(8) each
+  const float inv = 1.0f / std::sqrt(8.0f);
+  EXPECT_FLOAT_EQ(out[0], inv);
+  EXPECT_FLOAT_EQ(out[1], -inv);
+  EXPECT_FLOAT_EQ(out[2], 6.0f * inv);
+  EXPECT_FLOAT_EQ(out[3], 4.0f * inv);
+
+  float gate[3] = {0.0f, 1.0f, -2.0f};
+  const float up[3] = {5.0f, 2.0f, 3.0f};
+  silu_mul(gate, up, 3);
+  EXPECT_FLOAT_EQ(gate[0], 0.0f);
+  EXPECT_FLOAT_EQ(gate[1], 2.0f / (1.0f + std::exp(-1.0f)));
+  EXPECT_FLOAT_EQ(gate[2], 3.0f * -2.0f / (1.0f + std::exp(2.0f)));
+
+  // Rotate-half pairs (x0, x2) and (x1, x3): a quarter turn and no turn.
+  float head[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+  const float c[2] = {0.0f, 1.0f}, s[2] = {1.0f, 0.0f};
+  rope_rotate_half(head, c, s, 2);
+  EXPECT_FLOAT_EQ(head[0], -3.0f);
+  EXPECT_FLOAT_EQ(head[2], 1.0f);
+  EXPECT_FLOAT_EQ(head[1], 2.0f);
+  EXPECT_FLOAT_EQ(head[3], 4.0f);
+}
+
+// Both matrix-product paths against the scalar reference, for activation row counts on either
+// side of kGemvMaxRows and of the 512-row GEMM block, weight rows crossing several tiles, with
+// bias and accumulation, and bit-identical results for 1 and 3 threads.
+TEST(ForwardKernels, LinearPathsMatchReference) {
+  ThreadPool one(1), three(3);
+  struct Case {
+    int64_t m, n_out, n_in;
+  };
+  const Case cases[] = {{1, 33, 17}, {4, 70, 64}, {5, 70, 64}, {17, 300, 4100}, {513, 40, 24}};
+  for (const DType type : {DType::kF32, DType::kBF16, DType::kF16}) {
+    for (const Case& c : cases) {
+      const Stored w = store(random_floats(static_cast<size_t>(c.n_out * c.n_in), 4), type);
+      const auto bias = random_floats(static_cast<size_t>(c.n_out), 5);
+      const int64_t ldx = c.n_in + 3, ldy = c.n_out + 2;  // strided rows
+      const auto x = random_floats(static_cast<size_t>(c.m * ldx), 6);
+      const auto y0 = random_floats(static_cast<size_t>(c.m * ldy), 7);
+      for (const bool accumulate : {false, true}) {
+        for (const bool with_bias : {false, true}) {
+          const Linear lin{type, w.bytes.data(), c.n_out, c.n_in,
+                           with_bias ? bias.data() : nullptr};
+          auto want = y0, got1 = y0, got3 = y0;
+          linear_reference(lin, x.data(), ldx, c.m, want.data(), ldy, accumulate);
+          linear(one, lin, x.data(), ldx, c.m, got1.data(), ldy, accumulate);
+          linear(three, lin, x.data(), ldx, c.m, got3.data(), ldy, accumulate);
+          ASSERT_EQ(got1, got3) << "thread count changed results";
+          for (int64_t i = 0; i < c.m; ++i) {
+            for (int64_t o = 0; o < ldy; ++o) {
+              const size_t k = static_cast<size_t>(i * ldy + o);
+              if (o >= c.n_out) {
+                ASSERT_EQ(got1[k], y0[k]) << "wrote past n_out";
+                continue;
+              }
+              double mag = std::fabs(accumulate ? y0[k] : 0.0f) + (with_bias ? 1.0 : 0.0);
+              for (int64_t j = 0; j < c.n_in; ++j) {
+                mag += std::fabs(static_cast<double>(x[static_cast<size_t>(i * ldx + j)]) *
+                                 w.values[static_cast<size_t>(o * c.n_in + j)]);
+              }
+              const double bound = 2.0 * static_cast<double>(c.n_in + 2) * 0x1p-24 * mag;
+              ASSERT_NEAR(got1[k], want[k], bound)
+                  << dtype_name(type) << " m=" << c.m << " n_out=" << c.n_out << " i=" << i
+                  << " o=" << o;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace shoal::infer
