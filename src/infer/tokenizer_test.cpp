@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -207,22 +206,6 @@ TEST(Tokenizer, ConcurrentEncodeMatchesSerial) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(mismatches.load(), 0);
-}
-
-TEST(Tokenizer, EncodeSpeed) {
-  // Not a benchmark: prints the rate so a slow path shows up; a generous bound catches a
-  // pathological one (e.g. a quadratic merge loop on a long SentencePiece segment).
-  const json inputs = read_json_file("tokenizer-baselines/inputs.json");
-  std::string text;
-  for (const json& in : inputs) text += in.at("text").get<std::string>() + "\n";
-  for (const auto* tok : {&gpt2(), &llama2(), &qwen()}) {
-    const auto t0 = std::chrono::steady_clock::now();
-    size_t n = 0;
-    for (int rep = 0; rep < 20; ++rep) n += tok->encode(text).size();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("encode: %.1f MB/s (%zu tokens)\n", 20.0 * text.size() / s / 1e6, n);
-    EXPECT_LT(s, 10.0);
-  }
 }
 
 // ---- GGUF "gpt2" vocabularies -----------------------------------------------------------------
