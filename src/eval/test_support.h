@@ -13,42 +13,11 @@
 
 #include <gtest/gtest.h>
 
+#include "core/temp_dir_test_support.h"
+
 #include "shoal/eval.h"
 
 namespace shoal::test {
-
-// A fresh folder under $SHOAL_TEST_TMP (or the system temp folder), removed at the end.
-class TempDir {
- public:
-  TempDir() {
-    const char* root = std::getenv("SHOAL_TEST_TMP");
-    const std::filesystem::path base =
-        root != nullptr ? std::filesystem::path(root) : std::filesystem::temp_directory_path();
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = "eval_" + std::to_string(::getpid());
-    if (info != nullptr) name += std::string("_") + info->test_suite_name() + "_" + info->name();
-    path_ = base / name;
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
-
-  // Writes `text` to `name` in the folder and returns its path.
-  std::filesystem::path write(const std::string& name, const std::string& text) const {
-    const std::filesystem::path p = path_ / name;
-    std::ofstream out(p, std::ios::binary | std::ios::trunc);
-    out << text;
-    EXPECT_TRUE(out.good()) << p;
-    return p;
-  }
-
- private:
-  std::filesystem::path path_;
-};
 
 // Tokens are bytes (id = byte value); BOS is id 256. The "model" is a bigram rule:
 //   ln p(t | previous token) = -0.5 if t repeats the previous token, else -1.

@@ -14,32 +14,9 @@
 
 #include <gtest/gtest.h>
 
+#include "core/temp_dir_test_support.h"
+
 namespace shoal::test {
-
-// A fresh folder under $SHOAL_TEST_TMP (or the system temp folder), removed at the end.
-class TempDir {
- public:
-  TempDir() {
-    const char* root = std::getenv("SHOAL_TEST_TMP");
-    const std::filesystem::path base =
-        root != nullptr ? std::filesystem::path(root) : std::filesystem::temp_directory_path();
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = "io_" + std::to_string(::getpid());
-    if (info != nullptr) name += std::string("_") + info->test_suite_name() + "_" + info->name();
-    path_ = base / name;
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  std::filesystem::path path_;
-};
 
 inline void write_file(const std::filesystem::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
