@@ -117,10 +117,11 @@ void write_model(const fs::path& dir, const Shape& shape, DType dtype, uint64_t 
   }
   writer.finish();
   write_text(dir / "config.json", llama_config(shape, dtype).dump(2) + "\n");
-  write_text(dir / "tokenizer_config.json",
-             nlohmann::json{{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"model_max_length", 2048}}
-                     .dump(2) +
-                 "\n");
+  write_text(
+      dir / "tokenizer_config.json",
+      nlohmann::json{{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"model_max_length", 2048}}.dump(
+          2) +
+          "\n");
 }
 
 }  // namespace
@@ -154,7 +155,8 @@ int main(int argc, char** argv) {
     shoal::ThreadPool pool(threads);
     for (int m = 0; m <= n_experts; ++m) {
       const fs::path dir = fs::path(out_dir) / (m == 0 ? "base" : "expert" + std::to_string(m));
-      const uint64_t shards = (m == n_experts && sharded_shard_size) ? sharded_shard_size : shard_size;
+      const uint64_t shards =
+          (m == n_experts && sharded_shard_size) ? sharded_shard_size : shard_size;
       write_model(dir, shape, *dtype, seed, m, delta, shards, pool);
       std::fprintf(stderr, "wrote %s\n", dir.c_str());
     }

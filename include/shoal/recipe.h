@@ -33,11 +33,12 @@ using ParamMap = std::map<std::string, ParamValue>;
 // The value for `tensor_name` at gradient position t in [0, 1]: the first entry whose filter is
 // absent, "*", or a substring of the name; a gradient of n points is interpolated linearly at
 // s = t * (n - 1). nullopt when no entry matches.
-std::optional<double> resolve_param(const ParamValue& value, std::string_view tensor_name, double t);
+std::optional<double> resolve_param(const ParamValue& value, std::string_view tensor_name,
+                                    double t);
 
 struct RecipeSource {
-  std::string model;                                 // as written in the recipe
-  std::optional<std::pair<int, int>> layer_range;    // [begin, end)
+  std::string model;                               // as written in the recipe
+  std::optional<std::pair<int, int>> layer_range;  // [begin, end)
   ParamMap params;
   int line = 0;
 };

@@ -32,7 +32,9 @@ class CounterRng {
   constexpr explicit CounterRng(uint64_t seed) : key_(mix64(seed + 0x9e3779b97f4a7c15ull)) {}
   constexpr CounterRng stream(uint64_t id) const { return CounterRng(key_ ^ mix64(id), 0); }
 
-  constexpr uint64_t bits(uint64_t i) const { return mix64(key_ + (i + 1) * 0x9e3779b97f4a7c15ull); }
+  constexpr uint64_t bits(uint64_t i) const {
+    return mix64(key_ + (i + 1) * 0x9e3779b97f4a7c15ull);
+  }
   // Uniform in [0, 1) with 53 random bits.
   constexpr double uniform(uint64_t i) const {
     return static_cast<double>(bits(i) >> 11) * 0x1p-53;

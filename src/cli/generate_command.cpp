@@ -118,8 +118,10 @@ void run(const GenerateFlags& flags) {
                           {"id", next},
                           {"text", tokenizer.token_text(next)},
                           {"logprob", logprobs[next]}};
-      if (flags.top_logprobs > 0) line["top_logprobs"] = top_json(tokenizer, logits, flags.top_logprobs);
-      std::printf("%s\n", line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+      if (flags.top_logprobs > 0)
+        line["top_logprobs"] = top_json(tokenizer, logits, flags.top_logprobs);
+      std::printf("%s\n",
+                  line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     }
     if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) break;
     if (!flags.json) stream.push(next);
@@ -133,7 +135,8 @@ void run(const GenerateFlags& flags) {
 
 void add_generate_command(CLI::App& app) {
   auto flags = std::make_shared<GenerateFlags>();
-  CLI::App* cmd = app.add_subcommand("generate", "Continue a prompt with a model (HF folder or GGUF)");
+  CLI::App* cmd =
+      app.add_subcommand("generate", "Continue a prompt with a model (HF folder or GGUF)");
   cmd->add_option("model", flags->model, "Model folder or .gguf file")->required();
   cmd->add_option("--prompt,-p", flags->prompt, "Prompt text");
   cmd->add_option("--system", flags->system, "System message (with a chat template)");

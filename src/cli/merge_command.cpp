@@ -69,13 +69,16 @@ void run(const MergeFlags& flags) {
   options.n_threads = flags.threads;
   options.force = flags.force;
   options.copy_tokenizer = !flags.no_tokenizer;
-  options.log_mode = flags.log_json ? LogMode::kJson : flags.quiet ? LogMode::kQuiet : LogMode::kHuman;
+  options.log_mode = flags.log_json ? LogMode::kJson
+                     : flags.quiet  ? LogMode::kQuiet
+                                    : LogMode::kHuman;
   options.recipe_dir = recipe.file.parent_path();
   options.cancel = &g_interrupted;
 
   if (flags.dry_run) {
     check_merge(recipe, options);
-    if (!flags.quiet) std::fprintf(stderr, "%s: recipe and models check out\n", flags.recipe.c_str());
+    if (!flags.quiet)
+      std::fprintf(stderr, "%s: recipe and models check out\n", flags.recipe.c_str());
     return;
   }
   std::signal(SIGINT, on_signal);
@@ -96,7 +99,8 @@ void run(const MergeFlags& flags) {
 
 void add_merge_command(CLI::App& app) {
   auto flags = std::make_shared<MergeFlags>();
-  CLI::App* cmd = app.add_subcommand("merge", "Merge models with a mergekit-compatible YAML recipe");
+  CLI::App* cmd =
+      app.add_subcommand("merge", "Merge models with a mergekit-compatible YAML recipe");
   cmd->add_option("recipe", flags->recipe, "Recipe file (YAML)")->required();
   cmd->add_option("out_dir", flags->out_dir, "Output model folder")->required();
   cmd->add_option("--out-shard-size", flags->out_shard_size,

@@ -34,12 +34,18 @@ constexpr std::array<DTypeInfo, 15> kDTypes{{
     {DType::kF64, "F64", 8},
 }};
 
-const DTypeInfo& info(DType t) { return kDTypes[static_cast<size_t>(t)]; }
+const DTypeInfo& info(DType t) {
+  return kDTypes[static_cast<size_t>(t)];
+}
 
 }  // namespace
 
-size_t dtype_size(DType t) { return info(t).size; }
-std::string_view dtype_name(DType t) { return info(t).name; }
+size_t dtype_size(DType t) {
+  return info(t).size;
+}
+std::string_view dtype_name(DType t) {
+  return info(t).name;
+}
 
 std::optional<DType> parse_dtype(std::string_view name) {
   for (const auto& d : kDTypes) {
@@ -58,17 +64,28 @@ std::optional<DType> parse_torch_dtype(std::string_view name) {
 
 std::string_view torch_dtype_name(DType t) {
   switch (t) {
-    case DType::kBF16: return "bfloat16";
-    case DType::kF16: return "float16";
-    case DType::kF32: return "float32";
-    case DType::kF64: return "float64";
-    case DType::kI64: return "int64";
-    case DType::kI32: return "int32";
-    case DType::kI16: return "int16";
-    case DType::kI8: return "int8";
-    case DType::kU8: return "uint8";
-    case DType::kBool: return "bool";
-    default: return dtype_name(t);
+    case DType::kBF16:
+      return "bfloat16";
+    case DType::kF16:
+      return "float16";
+    case DType::kF32:
+      return "float32";
+    case DType::kF64:
+      return "float64";
+    case DType::kI64:
+      return "int64";
+    case DType::kI32:
+      return "int32";
+    case DType::kI16:
+      return "int16";
+    case DType::kI8:
+      return "int8";
+    case DType::kU8:
+      return "uint8";
+    case DType::kBool:
+      return "bool";
+    default:
+      return dtype_name(t);
   }
 }
 
@@ -76,12 +93,15 @@ bool is_compute_float(DType t) {
   return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
 }
 
-float bf16_to_f32(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
+float bf16_to_f32(uint16_t h) {
+  return std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
+}
 
 uint16_t f32_to_bf16(float f) {
   uint32_t u = std::bit_cast<uint32_t>(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);                    // round to nearest, ties to even
   return static_cast<uint16_t>(u >> 16);
 }
 
@@ -102,7 +122,8 @@ uint16_t f32_to_f16(float f) {
   const uint32_t x = std::bit_cast<uint32_t>(f);
   const uint32_t sign = (x >> 16) & 0x8000u;
   uint32_t ax = x & 0x7fffffffu;
-  if (ax >= 0x7f800000u) return static_cast<uint16_t>(sign | (ax > 0x7f800000u ? 0x7e00u : 0x7c00u));
+  if (ax >= 0x7f800000u)
+    return static_cast<uint16_t>(sign | (ax > 0x7f800000u ? 0x7e00u : 0x7c00u));
   // 65520 and above round to infinity (65504 is the largest finite half; its mantissa is odd).
   if (ax >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);
   if (ax < 0x38800000u) {
@@ -188,7 +209,9 @@ std::string shape_to_string(std::span<const int64_t> shape) {
   return s + "]";
 }
 
-int64_t TensorView::numel() const { return shape_numel(shape); }
+int64_t TensorView::numel() const {
+  return shape_numel(shape);
+}
 
 }  // namespace shoal
 

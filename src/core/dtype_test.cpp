@@ -11,7 +11,9 @@
 namespace shoal {
 namespace {
 
-float from_bits(uint32_t u) { return std::bit_cast<float>(u); }
+float from_bits(uint32_t u) {
+  return std::bit_cast<float>(u);
+}
 
 TEST(DType, NamesRoundTrip) {
   for (auto name : {"BOOL", "U8", "I8", "F8_E4M3", "F8_E5M2", "I16", "U16", "F16", "BF16", "I32",
@@ -57,7 +59,7 @@ TEST(DType, F16HandWorkedValues) {
   EXPECT_EQ(f32_to_f16(1.0f), 0x3c00);
   EXPECT_EQ(f32_to_f16(1.0f + 0x1p-11f), 0x3c00);      // halfway, even stays
   EXPECT_EQ(f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);  // halfway, rounds to even 0x3c02
-  EXPECT_EQ(f32_to_f16(65504.0f), 0x7bff);              // largest finite half
+  EXPECT_EQ(f32_to_f16(65504.0f), 0x7bff);             // largest finite half
   EXPECT_EQ(f32_to_f16(65519.0f), 0x7bff);
   EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);  // halfway to 65536, rounds to even = infinity
   EXPECT_EQ(f32_to_f16(0x1p-14f), 0x0400);  // smallest normal

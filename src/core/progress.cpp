@@ -43,9 +43,10 @@ void Progress::advance(std::string_view item, uint64_t bytes) {
   ++done_items_;
   done_bytes_ += bytes;
   if (mode_ == LogMode::kJson) {
-    nlohmann::json j{{"event", "progress"},     {"task", task_},        {"item", item},
-                     {"done", done_items_},    {"total", total_items_}, {"bytes_done", done_bytes_},
-                     {"elapsed_s", elapsed_seconds()}};
+    nlohmann::json j{
+        {"event", "progress"},           {"task", task_},         {"item", item},
+        {"done", done_items_},           {"total", total_items_}, {"bytes_done", done_bytes_},
+        {"elapsed_s", elapsed_seconds()}};
     std::fprintf(out_, "%s\n", j.dump().c_str());
     std::fflush(out_);
   } else if (mode_ == LogMode::kHuman) {
@@ -62,7 +63,8 @@ void Progress::draw_locked(bool force) {
   const double rate = secs > 0 ? done_bytes_ / secs : 0.0;
   std::string eta = "?";
   if (rate > 0 && total_bytes_ >= done_bytes_) {
-    eta = std::to_string(static_cast<long long>(std::ceil((total_bytes_ - done_bytes_) / rate))) + " s";
+    eta = std::to_string(static_cast<long long>(std::ceil((total_bytes_ - done_bytes_) / rate))) +
+          " s";
   }
   std::fprintf(out_, "\r\033[K%s: %llu/%llu %s, %s/s, ETA %s", task_.c_str(),
                static_cast<unsigned long long>(done_items_),
@@ -97,8 +99,11 @@ void Progress::finish() {
   std::lock_guard lock(mutex_);
   const double secs = elapsed_seconds();
   if (mode_ == LogMode::kJson) {
-    nlohmann::json j{{"event", "done"}, {"task", task_}, {"items", done_items_},
-                     {"bytes", done_bytes_}, {"elapsed_s", secs}};
+    nlohmann::json j{{"event", "done"},
+                     {"task", task_},
+                     {"items", done_items_},
+                     {"bytes", done_bytes_},
+                     {"elapsed_s", secs}};
     std::fprintf(out_, "%s\n", j.dump().c_str());
   } else if (mode_ == LogMode::kHuman) {
     if (line_open_) std::fputs("\r\033[K", out_);

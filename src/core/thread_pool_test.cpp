@@ -15,7 +15,8 @@ TEST(ThreadPool, RunsEveryTaskOnce) {
     for (size_t n : {0u, 1u, 2u, 7u, 1000u}) {
       std::vector<std::atomic<int>> hits(n);
       pool.parallel_for(n, [&](size_t i) { hits[i]++; });
-      for (size_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << threads << " " << n << " " << i;
+      for (size_t i = 0; i < n; ++i)
+        ASSERT_EQ(hits[i].load(), 1) << threads << " " << n << " " << i;
     }
   }
 }

@@ -84,10 +84,10 @@ std::vector<std::string> EngineBackend::generate(std::span<const GenerationReque
       }
       generated[i].push_back(next);
       texts[i] = tokenizer_.decode(generated[i], /*skip_special=*/true);
-      const bool hit_stop = std::any_of(requests[i].stop.begin(), requests[i].stop.end(),
-                                        [&](const std::string& s) {
-                                          return !s.empty() && texts[i].find(s) != std::string::npos;
-                                        });
+      const bool hit_stop =
+          std::any_of(requests[i].stop.begin(), requests[i].stop.end(), [&](const std::string& s) {
+            return !s.empty() && texts[i].find(s) != std::string::npos;
+          });
       if (hit_stop || static_cast<int>(generated[i].size()) >= requests[i].max_tokens) {
         active[i] = 0;
         continue;

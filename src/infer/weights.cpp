@@ -12,7 +12,8 @@ class FolderWeights : public WeightSource {
  public:
   explicit FolderWeights(ModelFolder folder) : folder_(std::move(folder)) {
     if (!folder_.has_config()) {
-      throw FormatError(folder_.dir().string() + ": no config.json (the engine needs the "
+      throw FormatError(folder_.dir().string() +
+                        ": no config.json (the engine needs the "
                         "architecture and sizes it holds)");
     }
   }
@@ -39,8 +40,7 @@ std::unique_ptr<WeightSource> open_weights(const fs::path& path) {
   if (fs::is_directory(path)) return open_folder_weights(path);
   if (path.extension() == ".gguf") return open_gguf_weights(path);
   if (!fs::exists(path)) throw IoError(path.string() + ": no such file or folder");
-  throw ConfigError(path.string() +
-                    ": expected a Hugging Face model folder or a .gguf file");
+  throw ConfigError(path.string() + ": expected a Hugging Face model folder or a .gguf file");
 }
 
 MemoryWeights::MemoryWeights(nlohmann::json config, std::string label)

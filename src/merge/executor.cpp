@@ -78,7 +78,9 @@ class TempFolder {
       if (ec) throw IoError("cannot move away " + final_.string() + ": " + ec.message());
     }
     fs::rename(path_, final_, ec);
-    if (ec) throw IoError("cannot rename " + path_.string() + " to " + final_.string() + ": " + ec.message());
+    if (ec)
+      throw IoError("cannot rename " + path_.string() + " to " + final_.string() + ": " +
+                    ec.message());
     committed_ = true;
     if (!trash.empty()) fs::remove_all(trash, ec);
   }
@@ -117,8 +119,8 @@ constexpr uint64_t kStreamReleaseBytes = 32u << 20;
 // The bytes of `view` that hold output elements [begin, end) of an output of `out_shape`
 // (the top-left block when a 2-D input is wider or taller than the output).
 std::pair<uint64_t, uint64_t> input_byte_range(const TensorView& view,
-                                               const std::vector<int64_t>& out_shape,
-                                               int64_t begin, int64_t end) {
+                                               const std::vector<int64_t>& out_shape, int64_t begin,
+                                               int64_t end) {
   const uint64_t esize = dtype_size(view.dtype);
   if (view.shape == out_shape || view.shape.size() != 2 || out_shape.size() != 2) {
     return {begin * esize, (end - begin) * esize};
@@ -153,9 +155,8 @@ void attach_streaming_release(const merge::MergePlan& plan, const merge::TensorT
     const int64_t window = end / kReleaseWindow;
     if (window == begin / kReleaseWindow || window < 2) return;
     for (const auto& [input, view] : inputs) {
-      const auto [offset, n] =
-          input_byte_range(view, out_shape, (window - 2) * kReleaseWindow,
-                           (window - 1) * kReleaseWindow);
+      const auto [offset, n] = input_byte_range(view, out_shape, (window - 2) * kReleaseWindow,
+                                                (window - 1) * kReleaseWindow);
       plan.models[input->model]->release(input->tensor, offset, n);
     }
   };
@@ -226,10 +227,9 @@ MergeSummary run_merge(const Recipe& recipe, const MergeOptions& options) {
       const auto& input = task.base ? *task.base : task.inputs.at(0);
       copy_tensor(plan.models[input.model]->view(input.tensor), i, writer, pool);
     } else {
-      merge::merge_tensor(kernel_args(plan, task, options.seed), pool,
-                          [&](uint64_t offset, const void* data, size_t n) {
-                            writer.write(i, offset, data, n);
-                          });
+      merge::merge_tensor(
+          kernel_args(plan, task, options.seed), pool,
+          [&](uint64_t offset, const void* data, size_t n) { writer.write(i, offset, data, n); });
     }
     release_inputs(plan, task);
     progress.advance(task.name, writer.tensors()[i].nbytes());

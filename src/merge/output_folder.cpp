@@ -31,9 +31,11 @@ std::string model_card(const Recipe& recipe, const MergePlan& plan) {
     card << "base_model:\n- " << plan.model_paths[plan.base_model].string() << "\n";
   }
   card << "library_name: transformers\ntags:\n- merge\n- shoal\n---\n";
-  card << "# " << "Merged model\n\n";
+  card << "# "
+       << "Merged model\n\n";
   card << "This model was merged with shoal using the " << recipe.merge_method << " method";
-  if (plan.base_model >= 0) card << ", with " << plan.model_paths[plan.base_model].string() << " as the base";
+  if (plan.base_model >= 0)
+    card << ", with " << plan.model_paths[plan.base_model].string() << " as the base";
   card << ".\n\n## Models merged\n\n";
   for (size_t i = 0; i < plan.model_paths.size(); ++i) {
     card << "- " << plan.model_paths[i].string() << "\n";
@@ -74,7 +76,8 @@ void write_folder_extras(const fs::path& dir, const Recipe& recipe, const MergeP
     for (const fs::path& src : plan.models[plan.tokenizer_model]->tokenizer_files()) {
       std::error_code ec;
       fs::copy_file(src, dir / src.filename(), fs::copy_options::overwrite_existing, ec);
-      if (ec) throw IoError("cannot copy " + src.string() + " to " + dir.string() + ": " + ec.message());
+      if (ec)
+        throw IoError("cannot copy " + src.string() + " to " + dir.string() + ": " + ec.message());
     }
   }
   if (chat_template) {

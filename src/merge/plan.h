@@ -28,8 +28,8 @@ struct TensorTask {
   std::vector<int64_t> shape;
   DType dtype = DType::kF32;
   Method method = Method::kLinear;
-  std::vector<PlannedInput> inputs;   // non-base models, recipe order
-  std::optional<PlannedInput> base;   // set when the method uses a base model
+  std::vector<PlannedInput> inputs;  // non-base models, recipe order
+  std::optional<PlannedInput> base;  // set when the method uses a base model
   GlobalParams params;
   // Tensors whose dtype is not F32/F16/BF16 (integer buffers etc.) are copied byte for byte from
   // the first input; `copy_only` marks them.
@@ -40,7 +40,7 @@ struct MergePlan {
   Method method = Method::kLinear;
   std::vector<std::filesystem::path> model_paths;  // resolved folders
   std::vector<std::unique_ptr<ModelFolder>> models;
-  int base_model = -1;  // index into models, -1 if none
+  int base_model = -1;            // index into models, -1 if none
   std::vector<TensorTask> tasks;  // output order
   nlohmann::json out_config;      // config.json to write (num_hidden_layers, torch_dtype updated)
   int out_layers = 0;
