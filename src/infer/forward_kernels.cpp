@@ -105,7 +105,7 @@ const bool kHasAvx512 = detect_avx512();
 
 // Sixteen 16-bit weights -> sixteen floats, in registers.
 [[gnu::target("avx512f,avx512bw,avx2,fma,f16c")]] inline __m512 load16(DType type,
-                                                                     const std::byte* w) {
+                                                                       const std::byte* w) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
   if (type == DType::kF16) return _mm512_cvtph_ps(h);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
@@ -115,8 +115,9 @@ const bool kHasAvx512 = detect_avx512();
 // widening and shifting per weight byte kept the loop from streaming weights as fast as
 // memory delivers them.
 [[gnu::target("avx512f,avx512bw,avx2,fma,f16c")]] float dot_row16_avx512(DType type,
-                                                                       const std::byte* w,
-                                                                       const float* x, int64_t n) {
+                                                                         const std::byte* w,
+                                                                         const float* x,
+                                                                         int64_t n) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
   __m512 acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
   int64_t i = 0;
