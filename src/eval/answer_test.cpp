@@ -2,6 +2,8 @@
 // "#### " in each gold answer must be what last-number extraction finds.
 #include <gtest/gtest.h>
 
+#include "core/test_support.h"
+
 #include <filesystem>
 
 #include "shoal/error.h"
@@ -68,17 +70,10 @@ TEST(NormalizeAnswer, Options) {
   EXPECT_EQ(normalize_answer(n, " $18. "), "18");  // stripped before and after the regexes
 }
 
-std::filesystem::path shared_data_dir() {
-  if (const char* env = std::getenv("SHOAL_SHARED_DATA"); env != nullptr && *env != '\0') {
-    return env;
-  }
-  const auto root = std::filesystem::path(__FILE__).parent_path() / ".." / "..";
-  return (root / ".." / "shared" / "data").lexically_normal();
-}
-
 TEST(Gsm8k, LastNumberOfEveryGoldAnswerIsTheNumberAfterHashes) {
-  const auto file = shared_data_dir() / "gsm8k" / "test.jsonl";
-  if (!std::filesystem::exists(file)) GTEST_SKIP() << file << " not found";
+  const auto file = test::shared_data_dir() / "gsm8k" / "test.jsonl";
+  ASSERT_TRUE(std::filesystem::exists(file))
+      << file << " is missing: set SHOAL_SHARED_DATA to the shared/data folder";
   const std::vector<JsonlRecord> records = read_jsonl(file);
   ASSERT_EQ(records.size(), 1319u);
   size_t with_commas = 0;

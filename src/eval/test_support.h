@@ -13,7 +13,7 @@
 
 #include <gtest/gtest.h>
 
-#include "core/temp_dir_test_support.h"
+#include "core/test_support.h"
 
 #include "shoal/eval.h"
 

@@ -11,22 +11,13 @@
 
 #include <nlohmann/json.hpp>
 
-namespace shoal::test {
+#include "core/test_support.h"
 
-// $SHOAL_SHARED_DATA, else shared/data beside the repository (CI clones the repo next to
-// shared/): the repository root is three levels above this file (src/infer/<file>).
-inline std::filesystem::path shared_data() {
-  if (const char* env = std::getenv("SHOAL_SHARED_DATA"); env != nullptr && *env != '\0') {
-    return env;
-  }
-  const std::filesystem::path here = std::filesystem::absolute(__FILE__);
-  return (here.parent_path().parent_path().parent_path() / ".." / "shared" / "data")
-      .lexically_normal();
-}
+namespace shoal::test {
 
 // The path of a shared data file; throws (failing the test) when it is missing.
 inline std::filesystem::path data_file(const std::string& relative) {
-  const std::filesystem::path p = shared_data() / relative;
+  const std::filesystem::path p = shared_data_dir() / relative;
   if (!std::filesystem::exists(p)) {
     throw std::runtime_error("missing test data " + p.string() +
                              " (set SHOAL_SHARED_DATA to the shared/data folder)");

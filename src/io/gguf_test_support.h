@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "core/test_support.h"
+
 namespace shoal::test {
 
 // Little-endian encoders appending to a byte string.
@@ -138,16 +140,6 @@ inline std::string f32_series(size_t n, float start, float step) {
   Bytes b;
   for (size_t i = 0; i < n; ++i) b.f32(start + step * static_cast<float>(i));
   return b;
-}
-
-// The shared real-data folder: $SHOAL_SHARED_DATA, else ../shared/data beside the repository
-// root (this header is <root>/src/io/gguf_test_support.h).
-inline std::filesystem::path shared_data_dir() {
-  if (const char* env = std::getenv("SHOAL_SHARED_DATA"); env != nullptr && *env != '\0') {
-    return env;
-  }
-  const std::filesystem::path root = std::filesystem::path(__FILE__).parent_path() / ".." / "..";
-  return (root / ".." / "shared" / "data").lexically_normal();
 }
 
 }  // namespace shoal::test

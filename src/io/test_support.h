@@ -14,7 +14,7 @@
 
 #include <gtest/gtest.h>
 
-#include "core/temp_dir_test_support.h"
+#include "core/test_support.h"
 
 namespace shoal::test {
 

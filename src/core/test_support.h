@@ -1,4 +1,5 @@
-// Test helper shared by every layer's unit tests: a fresh scratch folder per test.
+// Test helpers shared by every layer's unit tests: a fresh scratch folder per test, and the
+// project's shared real-data folder.
 #pragma once
 
 #include <unistd.h>
@@ -49,5 +50,17 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// The shared real-data folder: $SHOAL_SHARED_DATA, else shared/data beside the repository (CI
+// clones the repository next to shared/; this header is <root>/src/core/test_support.h). Tests
+// that need a file from it fail, never skip, when it is missing.
+inline std::filesystem::path shared_data_dir() {
+  if (const char* env = std::getenv("SHOAL_SHARED_DATA"); env != nullptr && *env != '\0') {
+    return env;
+  }
+  const std::filesystem::path root =
+      std::filesystem::absolute(__FILE__).parent_path().parent_path().parent_path();
+  return (root / ".." / "shared" / "data").lexically_normal();
+}
 
 }  // namespace shoal::test
