@@ -6,6 +6,7 @@ packages=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev libpcre2-dev
+  libcurl4-openssl-dev libcpp-httplib-dev libsqlite3-dev libeigen3-dev
   python3-numpy python3-torch
 )
 missing=()
