@@ -2,7 +2,23 @@
 
 #include <exception>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace shoal {
+namespace {
+
+// About 50-100 microseconds of polling before a thread sleeps on a condition variable.
+constexpr int kSpinRounds = 2000;
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#endif
+}
+
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
   if (n_threads <= 0)
@@ -45,6 +61,13 @@ void ThreadPool::run_tasks() {
 void ThreadPool::worker_loop() {
   uint64_t seen_generation = 0;
   for (;;) {
+    for (int i = 0; i < kSpinRounds; ++i) {
+      if (generation_.load(std::memory_order_acquire) != seen_generation ||
+          stopping_.load(std::memory_order_acquire)) {
+        break;
+      }
+      cpu_relax();
+    }
     {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [&] { return stopping_ || generation_ != seen_generation; });
@@ -72,6 +95,10 @@ void ThreadPool::parallel_for(size_t n_tasks, const std::function<void(size_t)>&
   }
   wake_.notify_all();
   run_tasks();
+  for (int i = 0; i < kSpinRounds; ++i) {
+    if (tasks_finished_.load(std::memory_order_acquire) == n_tasks) break;
+    cpu_relax();
+  }
   std::exception_ptr error;
   {
     std::unique_lock lock(mutex_);

@@ -140,9 +140,8 @@ void Forward::run_layer(int64_t layer, std::span<const Segment> segments, int64_
 
   // Attention block.
   for_rows(n_tokens, h, [&](int64_t t) { rms_norm(x + t * h, lw.attn_norm, h, eps, xn + t * h); });
-  linear(pool_, lw.q, xn, h, n_tokens, q, qd, false);
-  linear(pool_, lw.k, xn, h, n_tokens, k, kvd, false);
-  linear(pool_, lw.v, xn, h, n_tokens, v, kvd, false);
+  const LinearOutput qkv[] = {{&lw.q, q, qd}, {&lw.k, k, kvd}, {&lw.v, v, kvd}};
+  linear_shared(pool_, qkv, xn, h, n_tokens);
   const float* cs = rope_cos_.data();
   const float* sn = rope_sin_.data();
   for_rows(n_tokens, qd + kvd, [&](int64_t t) {
@@ -182,8 +181,8 @@ void Forward::run_layer(int64_t layer, std::span<const Segment> segments, int64_
   for_rows(n_tokens, h, [&](int64_t t) { rms_norm(x + t * h, lw.mlp_norm, h, eps, xn + t * h); });
   float* gate = gate_.data();
   float* up = up_.data();
-  linear(pool_, lw.gate, xn, h, n_tokens, gate, ff, false);
-  linear(pool_, lw.up, xn, h, n_tokens, up, ff, false);
+  const LinearOutput gate_up[] = {{&lw.gate, gate, ff}, {&lw.up, up, ff}};
+  linear_shared(pool_, gate_up, xn, h, n_tokens);
   for_rows(n_tokens, ff, [&](int64_t t) { silu_mul(gate + t * ff, up + t * ff, ff); });
   linear(pool_, lw.down, gate, ff, n_tokens, x, h, true);
 }

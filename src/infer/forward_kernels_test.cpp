@@ -154,6 +154,24 @@ TEST(ForwardKernels, RmsNormSiluRopeByHand) {
   EXPECT_FLOAT_EQ(head[3], 4.0f);
 }
 
+// The vector SiLU gate (its own exp) against double-precision math, across the range where
+// silu changes shape and where exp over- or underflows.
+TEST(ForwardKernels, SiluMulMatchesDoubleReference) {
+  const size_t n = 2003;  // not a multiple of the vector width
+  auto gate = random_floats(n, 31, 40.0f);
+  gate[0] = 95.0f;
+  gate[1] = -95.0f;
+  gate[2] = 0.0f;
+  const auto up = random_floats(n, 32);
+  auto got = gate;
+  silu_mul(got.data(), up.data(), static_cast<int64_t>(n));
+  for (size_t i = 0; i < n; ++i) {
+    const double g = gate[i];
+    const double want = g / (1.0 + std::exp(-g)) * up[i];
+    ASSERT_NEAR(got[i], want, 4e-7 * std::fabs(want) + 1e-30) << "gate " << g;
+  }
+}
+
 // Both matrix-product paths against the scalar reference, for activation row counts on either
 // side of kGemvMaxRows and of the 512-row GEMM block, weight rows crossing several tiles, with
 // bias and accumulation, and bit-identical results for 1 and 3 threads.
@@ -162,7 +180,10 @@ TEST(ForwardKernels, LinearPathsMatchReference) {
   struct Case {
     int64_t m, n_out, n_in;
   };
-  const Case cases[] = {{1, 33, 17}, {4, 70, 64}, {5, 70, 64}, {17, 300, 4100}, {513, 40, 24}};
+  // The last three fit the AMX path for BF16 (n_in % 32 == 0): whole 32-row slabs of W, a
+  // remainder of rows through sgemm, activation rows that do not fill a 32-row block.
+  const Case cases[] = {{1, 33, 17},   {4, 70, 64}, {5, 70, 64},  {17, 300, 4100},
+                        {513, 40, 24}, {5, 64, 32}, {40, 96, 64}, {300, 80, 96}};
   for (const DType type : {DType::kF32, DType::kBF16, DType::kF16}) {
     for (const Case& c : cases) {
       const Stored w = store(random_floats(static_cast<size_t>(c.n_out * c.n_in), 4), type);
@@ -198,6 +219,37 @@ TEST(ForwardKernels, LinearPathsMatchReference) {
             }
           }
         }
+      }
+    }
+  }
+}
+
+// Products sharing one x (q/k/v, gate/up) give exactly what one linear() call each gives, on
+// every path: BF16 weights that fit the AMX path and mixed shapes, F32 and a batch of one row.
+TEST(ForwardKernels, SharedInputEqualsSeparateProducts) {
+  ThreadPool pool(2);
+  for (const DType type : {DType::kBF16, DType::kF32}) {
+    for (const int64_t m : {int64_t{1}, int64_t{70}}) {
+      const int64_t n_in = 96;
+      const int64_t n_outs[] = {96, 48, 80};
+      std::vector<Stored> ws;
+      for (size_t j = 0; j < 3; ++j) {
+        ws.push_back(store(random_floats(static_cast<size_t>(n_outs[j] * n_in), 10 + j), type));
+      }
+      const auto x = random_floats(static_cast<size_t>(m * n_in), 20);
+      std::vector<Linear> lins;
+      std::vector<std::vector<float>> shared(3), separate(3);
+      std::vector<LinearOutput> outs;
+      for (size_t j = 0; j < 3; ++j) {
+        lins.push_back(Linear{type, ws[j].bytes.data(), n_outs[j], n_in, nullptr});
+        shared[j].assign(static_cast<size_t>(m * n_outs[j]), -1.0f);
+        separate[j] = shared[j];
+      }
+      for (size_t j = 0; j < 3; ++j) outs.push_back({&lins[j], shared[j].data(), n_outs[j]});
+      linear_shared(pool, outs, x.data(), n_in, m);
+      for (size_t j = 0; j < 3; ++j) {
+        linear(pool, lins[j], x.data(), n_in, m, separate[j].data(), n_outs[j], false);
+        EXPECT_EQ(shared[j], separate[j]) << dtype_name(type) << " m=" << m << " output " << j;
       }
     }
   }

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <mutex>
+#include <span>
+#include <utility>
 #include <vector>
 
+#include "infer/forward_amx.h"
 #include "infer/forward_kernels.h"
 
 namespace shoal::infer {
@@ -64,6 +67,55 @@ void gemm_tile(const Linear& w, const float* x, int64_t ldx, int64_t m, float* y
   }
 }
 
+// The AMX path: BF16 weights whose rows split into whole K steps (every model width in practice).
+bool amx_fits(const Linear& w) {
+  return w.dtype == DType::kBF16 && w.n_in % kAmxK == 0 && w.n_out >= 2 * kAmxRows &&
+         has_amx_kernels();
+}
+
+// W rows and activation rows per AMX task: each activation chunk is reused by the 4 W pairs of
+// the slab, whose chunk (128 rows x 256 columns, 64 KiB) stays in L2.
+constexpr int64_t kAmxTaskRows = 128;
+constexpr int64_t kAmxTaskActivations = 256;
+
+// Products of one activation matrix with several weights (q, k, v; gate, up): the activations
+// are packed once, and the tasks of all products share one parallel loop.
+void amx_linear(ThreadPool& pool, std::span<const LinearOutput> outputs, const float* x,
+                int64_t ldx, int64_t m, bool accumulate) {
+  // The caller's buffer, named by a reference: a lambda naming a thread_local would see the
+  // worker thread's own instance.
+  thread_local AmxActivations buffer;
+  AmxActivations& packed = buffer;
+  amx_pack_activations(pool, x, ldx, m, outputs[0].w->n_in, packed);
+  const int64_t n_blocks = (packed.m_pad + kAmxTaskActivations - 1) / kAmxTaskActivations;
+  // Task t of output j covers W rows [t * kAmxTaskRows, ...) of its whole 32-row pairs; one more
+  // task per output does a remainder of < 32 rows through sgemm.
+  std::vector<std::pair<size_t, int64_t>> tasks;  // (output, first W row or -1 for remainder)
+  for (size_t j = 0; j < outputs.size(); ++j) {
+    const Linear& w = *outputs[j].w;
+    const int64_t n_main = w.n_out / (2 * kAmxRows) * (2 * kAmxRows);
+    for (int64_t o0 = 0; o0 < n_main; o0 += kAmxTaskRows) {
+      for (int64_t b = 0; b < n_blocks; ++b) tasks.emplace_back(j, o0 * n_blocks + b);
+    }
+    if (n_main < w.n_out) tasks.emplace_back(j, -1);
+  }
+  pool.parallel_for(tasks.size(), [&](size_t task) {
+    const auto [j, where] = tasks[task];
+    const Linear& w = *outputs[j].w;
+    float* y = outputs[j].y;
+    const int64_t ldy = outputs[j].ldy;
+    const int64_t n_main = w.n_out / (2 * kAmxRows) * (2 * kAmxRows);
+    if (where < 0) {
+      gemm_tile(w, x, ldx, m, y, ldy, accumulate, n_main, w.n_out - n_main);
+      return;
+    }
+    const int64_t o0 = where / n_blocks, i0 = where % n_blocks * kAmxTaskActivations;
+    amx_linear_block(reinterpret_cast<const uint16_t*>(w.data), w.bias, packed, o0,
+                     std::min(n_main, o0 + kAmxTaskRows), i0,
+                     std::min(packed.m_pad, i0 + kAmxTaskActivations), y, ldy, accumulate);
+  });
+}
+
 }  // namespace
 
 void linear(ThreadPool& pool, const Linear& w, const float* x, int64_t ldx, int64_t m, float* y,
@@ -78,6 +130,11 @@ void linear(ThreadPool& pool, const Linear& w, const float* x, int64_t ldx, int6
     });
     return;
   }
+  if (amx_fits(w)) {
+    const LinearOutput out{&w, y, ldy};
+    amx_linear(pool, {&out, 1}, x, ldx, m, accumulate);
+    return;
+  }
   const int64_t tr = tile_rows(w.n_in);
   const int64_t n_tiles = (w.n_out + tr - 1) / tr;
   const int64_t n_blocks = (m + kRowBlock - 1) / kRowBlock;
@@ -88,6 +145,19 @@ void linear(ThreadPool& pool, const Linear& w, const float* x, int64_t ldx, int6
     gemm_tile(w, x + i0 * ldx, ldx, std::min(kRowBlock, m - i0), y + i0 * ldy, ldy, accumulate,
               t * tr, std::min(tr, w.n_out - t * tr));
   });
+}
+
+void linear_shared(ThreadPool& pool, std::span<const LinearOutput> outputs, const float* x,
+                   int64_t ldx, int64_t m) {
+  const bool all_amx =
+      m > kGemvMaxRows && std::all_of(outputs.begin(), outputs.end(), [&](auto& o) {
+        return amx_fits(*o.w) && o.w->n_in == outputs[0].w->n_in;
+      });
+  if (all_amx && !outputs.empty()) {
+    amx_linear(pool, outputs, x, ldx, m, false);
+    return;
+  }
+  for (const LinearOutput& o : outputs) linear(pool, *o.w, x, ldx, m, o.y, o.ldy, false);
 }
 
 void linear_reference(const Linear& w, const float* x, int64_t ldx, int64_t m, float* y,

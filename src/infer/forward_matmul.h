@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "shoal/dtype.h"
 #include "shoal/thread_pool.h"
@@ -40,6 +41,18 @@ inline constexpr int64_t kGemvMaxRows = 4;
 // ldx; y: [m, n_out] with row stride ldy. accumulate: y += instead of y = (the residual add).
 void linear(ThreadPool& pool, const Linear& w, const float* x, int64_t ldx, int64_t m, float* y,
             int64_t ldy, bool accumulate);
+
+// One destination of linear_shared: y = x W^T (+ b), y with row stride ldy.
+struct LinearOutput {
+  const Linear* w;
+  float* y;
+  int64_t ldy;
+};
+
+// Several products of the same x (q, k and v; gate and up), without accumulation: the same
+// results as one linear() call each, with x prepared once for all of them.
+void linear_shared(ThreadPool& pool, std::span<const LinearOutput> outputs, const float* x,
+                   int64_t ldx, int64_t m);
 
 // The same through the plain path only (tests compare both paths against this).
 void linear_reference(const Linear& w, const float* x, int64_t ldx, int64_t m, float* y,

@@ -1,0 +1,175 @@
+#include "infer/forward_amx.h"
+
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <vector>
+
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and then warn that it may be
+// used uninitialised; every lane is written.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace shoal::infer {
+namespace {
+
+// K steps per chunk: a chunk of two activation blocks (32 rows x 256 columns, hi and lo: 32 KiB)
+// stays in L1 while the task's W slabs stream past it from L2.
+constexpr int64_t kAmxChunkSteps = 8;
+
+// Linux keeps the 8 KiB tile-data state off until a process asks for it.
+constexpr int kArchReqXcompPerm = 0x1023;
+constexpr int kXfeatureXtileData = 18;
+
+bool detect_amx() {
+  const char* off = std::getenv("SHOAL_NO_AMX");
+  if (off != nullptr && off[0] != '\0' && off[0] != '0') return false;
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw")) return false;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
+  const bool amx_bf16 = (d >> 22) & 1u, amx_tile = (d >> 24) & 1u;
+  if (__get_cpuid_count(7, 1, &a, &b, &c, &d) == 0) return false;
+  const bool avx512_bf16 = (a >> 5) & 1u;
+  if (!amx_bf16 || !amx_tile || !avx512_bf16) return false;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtileData) == 0;
+}
+
+// The tile configuration: every tile 16 rows x 64 bytes. Tiles 0-3 hold a 32 x 32 block of
+// f32 sums, 4-5 two 16-row slabs of W, 6-7 two 16-row blocks of packed activations.
+struct alignas(64) TileConfig {
+  uint8_t palette_id = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+  TileConfig() {
+    for (int t = 0; t < 8; ++t) {
+      colsb[t] = 64;
+      rows[t] = 16;
+    }
+  }
+};
+
+[[gnu::target("avx512f,avx512bw,avx512bf16")]] void pack_block(const float* x, int64_t ldx,
+                                                               int64_t m, int64_t block,
+                                                               AmxActivations& out) {
+  const __m512i row_offsets =
+      _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                         _mm512_set1_epi32(64));
+  const int64_t steps = out.k / kAmxK;
+  for (int64_t c = 0; c < kAmxRows; ++c) {
+    const int64_t i = block * kAmxRows + c;
+    for (int64_t s = 0; s < steps; ++s) {
+      __m512i hi = _mm512_setzero_si512(), lo = _mm512_setzero_si512();
+      if (i < m) {
+        const float* src = x + i * ldx + s * kAmxK;
+        const __m512 v0 = _mm512_loadu_ps(src), v1 = _mm512_loadu_ps(src + 16);
+        const __m256i h0 = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v0));
+        const __m256i h1 = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v1));
+        const __m512 f0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h0), 16));
+        const __m512 f1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h1), 16));
+        const __m256i l0 = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_sub_ps(v0, f0)));
+        const __m256i l1 = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_sub_ps(v1, f1)));
+        hi = _mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1);
+        lo = _mm512_inserti64x4(_mm512_castsi256_si512(l0), l1, 1);
+      }
+      // Pair r of this row (columns 2r, 2r + 1) goes to tile row r, column c.
+      _mm512_i32scatter_epi32(const_cast<uint16_t*>(out.tile(out.hi, block, s)) + 2 * c,
+                              row_offsets, hi, 1);
+      _mm512_i32scatter_epi32(const_cast<uint16_t*>(out.tile(out.lo, block, s)) + 2 * c,
+                              row_offsets, lo, 1);
+    }
+  }
+}
+
+// Writes a 16 x 16 block of sums (row r: W row o + r; column c: activation row i + c) into y.
+[[gnu::target("avx512f,avx512bw")]] void write_block(const float* sums, const float* bias,
+                                                     int64_t o, int64_t i, int64_t m, float* y,
+                                                     int64_t ldy, bool accumulate) {
+  const __m512i column =
+      _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                         _mm512_set1_epi32(16));
+  const __m512 b = bias != nullptr ? _mm512_loadu_ps(bias + o) : _mm512_setzero_ps();
+  for (int64_t c = 0; c < kAmxRows && i + c < m; ++c) {
+    __m512 v = _mm512_add_ps(_mm512_i32gather_ps(column, sums + c, 4), b);
+    float* dst = y + (i + c) * ldy + o;
+    if (accumulate) v = _mm512_add_ps(_mm512_loadu_ps(dst), v);
+    _mm512_storeu_ps(dst, v);
+  }
+}
+
+}  // namespace
+
+bool has_amx_kernels() {
+  static const bool kHasAmx = detect_amx();
+  return kHasAmx;
+}
+
+void amx_pack_activations(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, int64_t k,
+                          AmxActivations& out) {
+  out.m = m;
+  out.m_pad = (m + 2 * kAmxRows - 1) / (2 * kAmxRows) * (2 * kAmxRows);
+  out.k = k;
+  const size_t n = static_cast<size_t>(out.m_pad * k);
+  if (out.hi.size() < n) {
+    out.hi.resize(n);
+    out.lo.resize(n);
+  }
+  pool.parallel_for(static_cast<size_t>(out.m_pad / kAmxRows),
+                    [&](size_t b) { pack_block(x, ldx, m, static_cast<int64_t>(b), out); });
+}
+
+[[gnu::target("amx-tile,amx-bf16,avx512f,avx512bw")]] void amx_linear_block(
+    const uint16_t* w, const float* bias, const AmxActivations& a, int64_t o0, int64_t o1,
+    int64_t i0, int64_t i1, float* y, int64_t ldy, bool accumulate) {
+  static const TileConfig kConfig;
+  constexpr int64_t kPair = 2 * kAmxRows, kTile = kAmxRows * kAmxRows;
+  alignas(64) float sums[4 * kTile];
+  const int64_t k = a.k, steps = k / kAmxK;
+  const int64_t stride = k * static_cast<int64_t>(sizeof(uint16_t));
+  _tile_loadconfig(&kConfig);
+  // The sums stay in tiles for the whole of K: parking them between K chunks (so that an
+  // activation chunk stays in L1) measured slower than streaming both operands from L2.
+  for (int64_t o = o0; o < o1; o += kPair) {
+    const uint16_t* w0 = w + o * k;
+    const uint16_t* w1 = w0 + kAmxRows * k;
+    for (int64_t i = i0; i < i1; i += kPair) {
+      const int64_t block = i / kAmxRows;
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      for (int64_t s = 0; s < steps; ++s) {
+        _tile_loadd(4, w0 + s * kAmxK, stride);
+        _tile_loadd(5, w1 + s * kAmxK, stride);
+        _tile_loadd(6, a.tile(a.hi, block, s), 64);
+        _tile_loadd(7, a.tile(a.hi, block + 1, s), 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+        _tile_loadd(6, a.tile(a.lo, block, s), 64);
+        _tile_loadd(7, a.tile(a.lo, block + 1, s), 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+      _tile_stored(0, sums, 64);
+      _tile_stored(1, sums + kTile, 64);
+      _tile_stored(2, sums + 2 * kTile, 64);
+      _tile_stored(3, sums + 3 * kTile, 64);
+      write_block(sums, bias, o, i, a.m, y, ldy, accumulate);
+      write_block(sums + kTile, bias, o, i + kAmxRows, a.m, y, ldy, accumulate);
+      write_block(sums + 2 * kTile, bias, o + kAmxRows, i, a.m, y, ldy, accumulate);
+      write_block(sums + 3 * kTile, bias, o + kAmxRows, i + kAmxRows, a.m, y, ldy, accumulate);
+    }
+  }
+  _tile_release();
+}
+
+}  // namespace shoal::infer
