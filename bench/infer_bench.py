@@ -11,6 +11,7 @@ See bench/README.md. Needs Debian's /usr/bin/python3 (numpy, torch).
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -99,6 +100,86 @@ def run_torch(folder, a):
     return {"prefill_s": prefill, "decode_s": decode, "generated": gen}
 
 
+def byte_tokenizer(folder):
+    """A byte-level tokenizer.json whose token id is the byte value (ids 0-255 of the model's
+    vocabulary): the torch side then tokenizes a text as list(text.encode())."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    vocab = {chr(c): b for b, c in zip(bs, cs)}
+    tok = {"version": "1.0", "added_tokens": [], "normalizer": None,
+           "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                             "use_regex": False},
+           "post_processor": None,
+           "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                       "use_regex": False},
+           "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                     "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                     "fuse_unk": False, "byte_fallback": False, "vocab": vocab, "merges": []}}
+    with open(os.path.join(folder, "tokenizer.json"), "w") as f:
+        json.dump(tok, f)
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"add_bos_token": False, "add_eos_token": False}, f)
+
+
+def eval_task(work, n, context_chars):
+    """A multiple-choice task of n records (4 choices each) of pseudo-random words."""
+    rng = np.random.default_rng(7)
+    words = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=rng.integers(2, 8)))
+             for _ in range(500)]
+
+    def text(chars):
+        out = []
+        while sum(len(w) + 1 for w in out) < chars:
+            out.append(words[rng.integers(len(words))])
+        return " ".join(out)[:chars]
+
+    records = [{"context": text(context_chars), "choices": [text(24) for _ in range(4)],
+                "label": int(rng.integers(4))} for _ in range(n)]
+    with open(os.path.join(work, "eval.jsonl"), "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    task = os.path.join(work, "eval.yml")
+    with open(task, "w") as f:
+        f.write("name: bench_mc\nkind: multiple_choice\ndataset: eval.jsonl\nprompt: \"{context}\"\n"
+                "choices: choices\ngold: label\nadd_bos: false\n")
+    return task, records
+
+
+def eval_shoal(shoal, folder, task, a):
+    times = []
+    for _ in range(a.reps):
+        t0 = time.perf_counter()
+        subprocess.run([shoal, "eval", folder, task, "--threads", str(a.threads)], check=True,
+                       capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def eval_torch(folder, records, a):
+    """Log-likelihood of every choice, the 4 choices of a record batched into one forward pass."""
+    torch.set_num_threads(a.threads)
+    m = TorchLlama(folder)
+    times = []
+    for _ in range(a.reps):
+        t0 = time.perf_counter()
+        for r in records:
+            ctx = list(r["context"].encode())
+            seqs = [ctx + list((" " + c).encode()) for c in r["choices"]]
+            width = max(len(q) for q in seqs)
+            ids = torch.tensor([q + [0] * (width - len(q)) for q in seqs])
+            logp = torch.log_softmax(m.logits_all(ids), dim=-1)
+            for b, q in enumerate(seqs):
+                pos = torch.arange(len(ctx) - 1, len(q) - 1)
+                float(logp[b, pos, torch.tensor(q[len(ctx):])].sum())
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--work", default="/tmp/shoal-ibench")
@@ -111,6 +192,9 @@ def main():
     p.add_argument("--prompt", type=int, default=16)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--skip-torch", action="store_true")
+    p.add_argument("--eval-samples", type=int, default=32,
+                   help="records of the log-likelihood task (0: skip the evaluation part)")
+    p.add_argument("--eval-context", type=int, default=400, help="context characters (= tokens)")
     a = p.parse_args()
     os.makedirs(a.work, exist_ok=True)
     driver = os.path.join(a.build, "bench", "shoal_infer_bench")
@@ -122,7 +206,7 @@ def main():
     bw = max(bw_np, bw_t)
     print(f"read bandwidth: numpy sum 1 thread {bw_np:.2f} GB/s, torch sum {a.threads} threads "
           f"{bw_t:.2f} GB/s; bound uses {bw:.2f}", flush=True)
-    rows = []
+    rows, eval_rows = [], []
     for dtype in a.dtypes.split(","):
         folder = make_model(tool, a.work, dtype)
         total, per_tok = weight_bytes(folder)
@@ -142,6 +226,20 @@ def main():
                   f"decode runs {['%.3f' % s for s in r['decode_s']]} s", flush=True)
         print(f"  {dtype}: weights {total / 1e6:.1f} MB, read per decoded token "
               f"{per_tok / 1e6:.1f} MB, bound {bound:.1f} tok/s", flush=True)
+        if a.eval_samples > 0:
+            efolder = os.path.join(a.work, dtype, "eval-model")
+            if not os.path.exists(efolder):
+                shutil.copytree(folder, efolder)
+                byte_tokenizer(efolder)
+            task, records = eval_task(os.path.join(a.work, dtype), a.eval_samples, a.eval_context)
+            ev = {"shoal": eval_shoal(os.path.join(a.build, "shoal"), efolder, task, a)}
+            if not a.skip_torch:
+                ev["torch"] = eval_torch(efolder, records, a)
+            for name, times in ev.items():
+                sps = a.eval_samples / min(times)
+                eval_rows.append((dtype, name, sps))
+                print(f"  {dtype} {name} eval: runs {['%.3f' % t for t in times]} s, "
+                      f"{sps:.2f} samples/s", flush=True)
     print(f"load after: {os.getloadavg()[0]:.2f}")
     print("\n| dtype | engine | prefill tok/s | decode tok/s | % of decode bound | greedy ids = shoal's |")
     print("|---|---|---|---|---|---|")
@@ -152,6 +250,12 @@ def main():
         if (dtype, "torch") in by:
             s, t = by[(dtype, "shoal")], by[(dtype, "torch")]
             print(f"{dtype}: shoal/torch prefill {s[0] / t[0]:.2f}x, decode {s[1] / t[1]:.2f}x")
+    if eval_rows:
+        print(f"\nEvaluation: multiple choice by log-likelihood, {a.eval_samples} records x 4 "
+              f"choices, {a.eval_context}-token contexts (`shoal eval` wall time incl. start-up)")
+        print("\n| dtype | engine | samples/s |\n|---|---|---|")
+        for dtype, name, sps in eval_rows:
+            print(f"| {dtype} | {name} | {sps:.2f} |")
 
 
 if __name__ == "__main__":
