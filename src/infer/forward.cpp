@@ -1,5 +1,6 @@
 #include "infer/forward.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numbers>
@@ -243,18 +244,27 @@ void Forward::run(std::span<const Segment> segments, std::span<const int64_t> lo
                g + r * h);
     });
   }
-  // The output projection in chunks of rows, so the temporary stays bounded (128 x 152K floats
-  // = 78 MiB for Qwen's vocabulary) however many rows are wanted; 128 rows still amortise the
-  // conversion of each weight tile.
-  constexpr int64_t kLogitChunk = 128;
+  // The output projection in chunks of rows, so the temporary stays bounded (64 MiB: 512 rows of
+  // a 32K vocabulary, 128 of Qwen's 152K) however many rows are wanted; each chunk reads the
+  // whole output matrix once, so chunks are as large as that bound allows.
   const int64_t vocab = c_.vocab_size;
-  for (int64_t r0 = 0; r0 < n_out; r0 += kLogitChunk) {
-    const int64_t n = std::min(kLogitChunk, n_out - r0);
+  const int64_t chunk =
+      std::clamp<int64_t>((int64_t{64} << 20) / (vocab * int64_t{sizeof(float)}), 128, 512);
+  for (int64_t r0 = 0; r0 < n_out; r0 += chunk) {
+    const int64_t n = std::min(chunk, n_out - r0);
+    // Destinations that are consecutive rows of one matrix (a request's logits) are written in
+    // place; others through the temporary.
+    float* const* dest = logit_dest.data() + r0;
+    bool contiguous = true;
+    for (int64_t r = 1; r < n && contiguous; ++r) contiguous = dest[r] == dest[0] + r * vocab;
+    if (contiguous) {
+      linear(pool_, w_.lm_head, g + r0 * h, h, n, dest[0], vocab, false);
+      continue;
+    }
     float* tmp = buffer(logits_tmp_, n * vocab);
     linear(pool_, w_.lm_head, g + r0 * h, h, n, tmp, vocab, false);
     for (int64_t r = 0; r < n; ++r) {
-      std::memcpy(logit_dest[static_cast<size_t>(r0 + r)], tmp + r * vocab,
-                  static_cast<size_t>(vocab) * sizeof(float));
+      std::memcpy(dest[r], tmp + r * vocab, static_cast<size_t>(vocab) * sizeof(float));
     }
   }
 }
