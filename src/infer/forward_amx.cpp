@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <vector>
 
+#include "shoal/dtype.h"
+
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and then warn that it may be
 // used uninitialised; every lane is written.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -86,14 +88,15 @@ struct alignas(64) TileConfig {
   }
 }
 
-// Writes a 16 x 16 block of sums (row r: W row o + r; column c: activation row i + c) into y.
+// Writes a 16 x 16 block of sums (row r: output column o + r, whose bias is bias[r]; column c:
+// activation row i + c) into y.
 [[gnu::target("avx512f,avx512bw")]] void write_block(const float* sums, const float* bias,
                                                      int64_t o, int64_t i, int64_t m, float* y,
                                                      int64_t ldy, bool accumulate) {
   const __m512i column =
       _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                          _mm512_set1_epi32(16));
-  const __m512 b = bias != nullptr ? _mm512_loadu_ps(bias + o) : _mm512_setzero_ps();
+  const __m512 b = bias != nullptr ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
   for (int64_t c = 0; c < kAmxRows && i + c < m; ++c) {
     __m512 v = _mm512_add_ps(_mm512_i32gather_ps(column, sums + c, 4), b);
     float* dst = y + (i + c) * ldy + o;
@@ -123,20 +126,41 @@ void amx_pack_activations(ThreadPool& pool, const float* x, int64_t ldx, int64_t
                     [&](size_t b) { pack_block(x, ldx, m, static_cast<int64_t>(b), out); });
 }
 
-[[gnu::target("amx-tile,amx-bf16,avx512f,avx512bw")]] void amx_linear_block(
-    const uint16_t* w, const float* bias, const AmxActivations& a, int64_t o0, int64_t o1,
-    int64_t i0, int64_t i1, float* y, int64_t ldy, bool accumulate) {
+[[gnu::target("avx512f,avx512bw,avx512bf16")]] void amx_split_weights(const float* w, int64_t n,
+                                                                      uint16_t* hi, uint16_t* lo) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(w + i);
+    const __m256i h = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v));
+    const __m512 f = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    const __m256i l = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_sub_ps(v, f)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi + i), h);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo + i), l);
+  }
+  for (; i < n; ++i) {
+    hi[i] = f32_to_bf16(w[i]);
+    lo[i] = f32_to_bf16(w[i] - bf16_to_f32(hi[i]));
+  }
+}
+
+[[gnu::target("amx-tile,amx-bf16,avx512f,avx512bw")]] void amx_linear_block(const AmxWeights& w,
+                                                                            const AmxActivations& a,
+                                                                            int64_t i0, int64_t i1,
+                                                                            float* y, int64_t ldy,
+                                                                            bool accumulate) {
   static const TileConfig kConfig;
   constexpr int64_t kPair = 2 * kAmxRows, kTile = kAmxRows * kAmxRows;
   alignas(64) float sums[4 * kTile];
-  const int64_t k = a.k, steps = k / kAmxK;
-  const int64_t stride = k * static_cast<int64_t>(sizeof(uint16_t));
+  const int64_t steps = a.k / kAmxK;
+  const int64_t stride = w.ld * static_cast<int64_t>(sizeof(uint16_t));
   _tile_loadconfig(&kConfig);
   // The sums stay in tiles for the whole of K: parking them between K chunks (so that an
   // activation chunk stays in L1) measured slower than streaming both operands from L2.
-  for (int64_t o = o0; o < o1; o += kPair) {
-    const uint16_t* w0 = w + o * k;
-    const uint16_t* w1 = w0 + kAmxRows * k;
+  for (int64_t r = 0; r < w.rows; r += kPair) {
+    const uint16_t* w0 = w.hi + r * w.ld;
+    const uint16_t* w1 = w0 + kAmxRows * w.ld;
+    const uint16_t* l0 = w.lo != nullptr ? w.lo + r * w.ld : nullptr;
+    const uint16_t* l1 = l0 != nullptr ? l0 + kAmxRows * w.ld : nullptr;
     for (int64_t i = i0; i < i1; i += kPair) {
       const int64_t block = i / kAmxRows;
       _tile_zero(0);
@@ -152,6 +176,16 @@ void amx_pack_activations(ThreadPool& pool, const float* x, int64_t ldx, int64_t
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
+        if (l0 != nullptr) {  // W_lo * x_hi, while x_hi is in tiles 6-7
+          _tile_loadd(4, l0 + s * kAmxK, stride);
+          _tile_loadd(5, l1 + s * kAmxK, stride);
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_dpbf16ps(1, 4, 7);
+          _tile_dpbf16ps(2, 5, 6);
+          _tile_dpbf16ps(3, 5, 7);
+          _tile_loadd(4, w0 + s * kAmxK, stride);
+          _tile_loadd(5, w1 + s * kAmxK, stride);
+        }
         _tile_loadd(6, a.tile(a.lo, block, s), 64);
         _tile_loadd(7, a.tile(a.lo, block + 1, s), 64);
         _tile_dpbf16ps(0, 4, 6);
@@ -163,10 +197,13 @@ void amx_pack_activations(ThreadPool& pool, const float* x, int64_t ldx, int64_t
       _tile_stored(1, sums + kTile, 64);
       _tile_stored(2, sums + 2 * kTile, 64);
       _tile_stored(3, sums + 3 * kTile, 64);
-      write_block(sums, bias, o, i, a.m, y, ldy, accumulate);
-      write_block(sums + kTile, bias, o, i + kAmxRows, a.m, y, ldy, accumulate);
-      write_block(sums + 2 * kTile, bias, o + kAmxRows, i, a.m, y, ldy, accumulate);
-      write_block(sums + 3 * kTile, bias, o + kAmxRows, i + kAmxRows, a.m, y, ldy, accumulate);
+      const float* b0 = w.bias != nullptr ? w.bias + r : nullptr;
+      const float* b1 = w.bias != nullptr ? w.bias + r + kAmxRows : nullptr;
+      const int64_t c0 = w.first_column + r, c1 = c0 + kAmxRows;
+      write_block(sums, b0, c0, i, a.m, y, ldy, accumulate);
+      write_block(sums + kTile, b0, c0, i + kAmxRows, a.m, y, ldy, accumulate);
+      write_block(sums + 2 * kTile, b1, c1, i, a.m, y, ldy, accumulate);
+      write_block(sums + 3 * kTile, b1, c1, i + kAmxRows, a.m, y, ldy, accumulate);
     }
   }
   _tile_release();

@@ -40,10 +40,26 @@ struct AmxActivations {
 void amx_pack_activations(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, int64_t k,
                           AmxActivations& out);
 
-// y[i, o] = (accumulate ? y[i, o] : 0) + (sum_k x[i, k] W[o, k] + bias[o]) for i < a.m and
-// o in [o0, o1), where o1 - o0 is a multiple of 32; rows [i0, i1) of the 32-row blocks of `a`
-// (i0 a multiple of 32). w: BF16 rows of length a.k. One thread; call from pool tasks.
-void amx_linear_block(const uint16_t* w, const float* bias, const AmxActivations& a, int64_t o0,
-                      int64_t o1, int64_t i0, int64_t i1, float* y, int64_t ldy, bool accumulate);
+// A slab of W rows in BF16 as the tile unit reads them: `rows` (a multiple of 32) rows of a.k
+// values, row r at hi + r * ld. F32 weights come split like the activations, W = hi + lo, and
+// the product takes the three terms hi*hi + hi*lo + lo*hi (the dropped lo*lo is below 2^-16 of
+// each product). Output row r of the slab is column first_column + r of y.
+struct AmxWeights {
+  const uint16_t* hi = nullptr;
+  const uint16_t* lo = nullptr;  // null for BF16 weights
+  int64_t ld = 0;
+  int64_t rows = 0;
+  const float* bias = nullptr;  // bias of the slab's first row, or null
+  int64_t first_column = 0;
+};
+
+// Splits F32 weight rows into the hi/lo BF16 halves of an AmxWeights slab (n values each).
+void amx_split_weights(const float* w, int64_t n, uint16_t* hi, uint16_t* lo);
+
+// y[i, c + r] = (accumulate ? y[i, c + r] : 0) + (sum_k x[i, k] W[r, k] + bias[r]) for i < a.m
+// and the slab's rows r (c = w.first_column); activation rows [i0, i1) of `a`'s 32-row blocks
+// (i0 a multiple of 32). One thread; call from pool tasks, only when has_amx_kernels().
+void amx_linear_block(const AmxWeights& w, const AmxActivations& a, int64_t i0, int64_t i1,
+                      float* y, int64_t ldy, bool accumulate);
 
 }  // namespace shoal::infer

@@ -69,8 +69,8 @@ void gemm_tile(const Linear& w, const float* x, int64_t ldx, int64_t m, float* y
 
 // The AMX path: BF16 weights whose rows split into whole K steps (every model width in practice).
 bool amx_fits(const Linear& w) {
-  return w.dtype == DType::kBF16 && w.n_in % kAmxK == 0 && w.n_out >= 2 * kAmxRows &&
-         has_amx_kernels();
+  return (w.dtype == DType::kBF16 || w.dtype == DType::kF32) && w.n_in % kAmxK == 0 &&
+         w.n_out >= 2 * kAmxRows && has_amx_kernels();
 }
 
 // W rows and activation rows per AMX task: each activation chunk is reused by the 4 W pairs of
@@ -110,9 +110,27 @@ void amx_linear(ThreadPool& pool, std::span<const LinearOutput> outputs, const f
       return;
     }
     const int64_t o0 = where / n_blocks, i0 = where % n_blocks * kAmxTaskActivations;
-    amx_linear_block(reinterpret_cast<const uint16_t*>(w.data), w.bias, packed, o0,
-                     std::min(n_main, o0 + kAmxTaskRows), i0,
-                     std::min(packed.m_pad, i0 + kAmxTaskActivations), y, ldy, accumulate);
+    AmxWeights slab{reinterpret_cast<const uint16_t*>(w.row(o0)),
+                    nullptr,
+                    w.n_in,
+                    std::min(n_main, o0 + kAmxTaskRows) - o0,
+                    w.bias != nullptr ? w.bias + o0 : nullptr,
+                    o0};
+    if (w.dtype == DType::kF32) {
+      // The task's own split of its slab: O(slab) work against O(slab x 256 rows) of products.
+      thread_local std::vector<uint16_t> hi, lo;
+      const size_t n = static_cast<size_t>(slab.rows * w.n_in);
+      if (hi.size() < n) {
+        hi.resize(n);
+        lo.resize(n);
+      }
+      amx_split_weights(reinterpret_cast<const float*>(w.row(o0)), slab.rows * w.n_in, hi.data(),
+                        lo.data());
+      slab.hi = hi.data();
+      slab.lo = lo.data();
+    }
+    amx_linear_block(slab, packed, i0, std::min(packed.m_pad, i0 + kAmxTaskActivations), y, ldy,
+                     accumulate);
   });
 }
 
