@@ -14,34 +14,15 @@
 #include <string>
 #include <vector>
 
+#include "evolve/test_functions.h"
 #include "shoal/optimizer.h"
 
 namespace {
 
 using Fn = std::function<double(const std::vector<double>&)>;
-
-double sphere(const std::vector<double>& x) {
-  double s = 0;
-  for (double v : x) s += v * v;
-  return s;
-}
-
-// Condition 1e6: f = sum 10^(6 (i - 1) / (n - 1)) x_i^2.
-double ellipsoid(const std::vector<double>& x) {
-  const size_t n = x.size();
-  double s = 0;
-  for (size_t i = 0; i < n; ++i) s += std::pow(1e6, double(i) / double(n - 1)) * x[i] * x[i];
-  return s;
-}
-
-double rosenbrock(const std::vector<double>& x) {
-  double s = 0;
-  for (size_t i = 0; i + 1 < x.size(); ++i) {
-    const double a = x[i] * x[i] - x[i + 1], b = x[i] - 1;
-    s += 100 * a * a + b * b;
-  }
-  return s;
-}
+using shoal::test_functions::ellipsoid;
+using shoal::test_functions::rosenbrock;
+using shoal::test_functions::sphere;
 
 struct Problem {
   const char* name;

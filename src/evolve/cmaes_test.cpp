@@ -9,34 +9,16 @@
 
 #include "evolve/cmaes_params.h"
 #include "evolve/optimizer_impl.h"
+#include "evolve/test_functions.h"
 #include "shoal/optimizer.h"
 
 namespace shoal {
 namespace {
 
 using Fn = std::function<double(const std::vector<double>&)>;
-
-double sphere(const std::vector<double>& x) {
-  double s = 0;
-  for (double v : x) s += v * v;
-  return s;
-}
-
-double ellipsoid(const std::vector<double>& x) {
-  const size_t n = x.size();
-  double s = 0;
-  for (size_t i = 0; i < n; ++i) s += std::pow(1e6, double(i) / double(n - 1)) * x[i] * x[i];
-  return s;
-}
-
-double rosenbrock(const std::vector<double>& x) {
-  double s = 0;
-  for (size_t i = 0; i + 1 < x.size(); ++i) {
-    const double a = x[i] * x[i] - x[i + 1], b = x[i] - 1;
-    s += 100 * a * a + b * b;
-  }
-  return s;
-}
+using test_functions::ellipsoid;
+using test_functions::rosenbrock;
+using test_functions::sphere;
 
 // Runs until best <= target or the budget is spent; returns the evaluations used (-1: missed).
 int64_t evaluations_to(Optimizer& opt, const Fn& f, double target, int64_t budget) {

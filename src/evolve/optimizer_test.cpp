@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "evolve/test_functions.h"
 #include "shoal/error.h"
 #include "shoal/optimizer.h"
 
@@ -17,21 +18,8 @@ namespace {
 
 using nlohmann::json;
 using Population = std::vector<std::vector<double>>;
-
-double rosenbrock(const std::vector<double>& x) {
-  double s = 0;
-  for (size_t i = 0; i + 1 < x.size(); ++i) {
-    const double a = x[i] * x[i] - x[i + 1], b = x[i] - 1;
-    s += 100 * a * a + b * b;
-  }
-  return s;
-}
-
-double sphere(const std::vector<double>& x) {
-  double s = 0;
-  for (double v : x) s += v * v;
-  return s;
-}
+using test_functions::rosenbrock;
+using test_functions::sphere;
 
 OptimizerOptions options(OptimizerKind kind, int n, uint64_t seed) {
   OptimizerOptions o;
