@@ -8,6 +8,7 @@
 //                     [--max-batch-tokens N]
 //   shoal_dump_logits MODEL --ids 1 --generate 200 [--temperature T --top-k K --top-p P --seed S]
 //                     [--text]
+//   shoal_dump_logits --path PATH.json --ids 1,2,3 --out logits.npy [the options above]
 //
 // --out: float32 [total tokens, vocab], the sequences' rows one after another; row i of a
 // sequence holds the logits after its token i. A row the mode does not compute is NaN.
@@ -20,6 +21,9 @@
 // --generate N: sampling from the first --ids (prefill, then N steps), ids printed
 // comma-separated on stdout; with --text, the generated tokens decoded by the model's tokenizer
 // (tokenizer.json of the folder, or the GGUF's vocabulary) instead.
+// --path PATH.json (instead of MODEL): a data-flow path as `shoal evolve` saves it
+// (include/shoal/genome_dfs.h: {"format": "shoal-dfs-path", "models", "head_model", "steps"}),
+// run by Model::load_path over the listed models; --dump-layers stage l + 1 is after step l.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -32,6 +36,7 @@
 #include <CLI/CLI.hpp>
 
 #include "shoal/error.h"
+#include "shoal/genome_dfs.h"
 #include "shoal/gguf.h"
 #include "shoal/model.h"
 #include "shoal/sampling.h"
@@ -83,10 +88,17 @@ void write_npy(const fs::path& path, const std::vector<float>& data, int64_t row
   if (!out) throw shoal::IoError("cannot write " + path.string());
 }
 
+std::vector<std::shared_ptr<const shoal::WeightSource>> open_sources(
+    const std::vector<fs::path>& paths) {
+  std::vector<std::shared_ptr<const shoal::WeightSource>> sources;
+  for (const auto& p : paths) sources.push_back(shoal::open_weights(p));
+  return sources;
+}
+
 struct Options {
   std::string model;
   std::vector<std::string> ids_text;
-  std::string out, mode = "batch", dump_layers;
+  std::string out, mode = "batch", dump_layers, path;
   int64_t prefill = 1;
   int generate = 0;
   bool text = false;
@@ -98,7 +110,20 @@ int run(const Options& o) {
   std::vector<std::vector<int32_t>> seqs;
   for (const auto& t : o.ids_text) seqs.push_back(parse_ids(t));
   if (seqs.empty()) throw shoal::ConfigError("give at least one --ids");
-  const shoal::Model model = shoal::Model::load(shoal::open_weights(o.model), o.model_options);
+  if (o.model.empty() == o.path.empty()) throw shoal::ConfigError("give MODEL or --path, not both");
+  std::vector<fs::path> path_models;
+  shoal::LayerPath layer_path;
+  if (!o.path.empty()) {
+    std::ifstream in(o.path, std::ios::binary);
+    if (!in) throw shoal::IoError("cannot read " + o.path);
+    const shoal::DfsPathFile file = shoal::dfs_path_from_json(nlohmann::json::parse(in));
+    path_models.assign(file.models.begin(), file.models.end());
+    layer_path = file.path;
+  }
+  const shoal::Model model =
+      o.path.empty()
+          ? shoal::Model::load(shoal::open_weights(o.model), o.model_options)
+          : shoal::Model::load_path(open_sources(path_models), layer_path, o.model_options);
   const int64_t vocab = model.config().vocab_size;
 
   if (o.generate > 0) {
@@ -114,7 +139,9 @@ int run(const Options& o) {
       if (i + 1 < o.generate) session.append(id);
     }
     if (o.text) {
-      const fs::path path(o.model);
+      const fs::path path = o.path.empty()
+                                ? fs::path(o.model)
+                                : path_models[static_cast<size_t>(layer_path.head_source)];
       const shoal::Tokenizer tok = fs::is_directory(path)
                                        ? shoal::Tokenizer::from_folder(path)
                                        : shoal::Tokenizer::from_gguf(shoal::GgufFile::open(path));
@@ -207,7 +234,8 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   CLI::App app{"Run shoal's inference engine on token ids and dump logits / hidden states"};
   Options o;
-  app.add_option("model", o.model, "HF model folder or .gguf file")->required();
+  app.add_option("model", o.model, "HF model folder or .gguf file (or give --path)");
+  app.add_option("--path", o.path, "Data-flow path JSON (shoal-dfs-path) instead of MODEL");
   app.add_option("--ids", o.ids_text, "Comma-separated token ids (repeat for a batch)");
   app.add_option("--out", o.out, "Output .npy: float32 [total tokens, vocab]");
   app.add_option("--mode", o.mode, "batch, decode or batch-decode");

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <vector>
 
 #include "shoal/model.h"
 #include "shoal/tokenizer.h"
@@ -17,6 +18,11 @@ struct LoadedModel {
 
 // Throws the errors of Model::load and the tokenizer constructors (one line naming the file).
 LoadedModel load_model(const std::filesystem::path& path, const ModelOptions& options = {});
+
+// A LayerPath model (Model::load_path) over the models at `paths` (folders or .gguf files, in
+// source order), with the head source's tokenizer.
+LoadedModel load_path_model(const std::vector<std::filesystem::path>& paths, const LayerPath& path,
+                            const ModelOptions& options = {});
 
 // The tokenizer stored with a model: tokenizer files of a folder, or a GGUF's vocabulary.
 Tokenizer load_tokenizer(const std::filesystem::path& model_path);

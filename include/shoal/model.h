@@ -122,6 +122,24 @@ struct LogitMatrix {
 using LayerObserver =
     std::function<void(int stage, std::span<const float> hidden, int64_t n_tokens)>;
 
+// A data-flow path (evolutionary merging in the data-flow space; docs/EVOLVE.md): decoder layers
+// drawn from several weight sources and run in the given order, a layer possibly more than once.
+// Step k multiplies the residual stream x by input_scale (x <- s x, the whole hidden state, in
+// f32; skipped when s is exactly 1), then runs layer `layer` of source `source` on it with a KV
+// cache of its own. The token embeddings, the final norm and the output projection come from
+// head_source, whose config describes the model (n_layers becomes the number of steps; an empty
+// path runs embeddings -> final norm -> output projection).
+struct LayerStep {
+  int source = 0;            // index into the sources given to Model::load_path
+  int64_t layer = 0;         // layer index within that source
+  double input_scale = 1.0;  // finite; rounded to f32 once
+};
+
+struct LayerPath {
+  std::vector<LayerStep> steps;
+  int head_source = 0;
+};
+
 class Session;
 
 class Model {
@@ -129,6 +147,16 @@ class Model {
   // Validates the config and every tensor's presence, dtype and shape (FormatError naming the
   // tensor, expected and actual shape; ConfigError for the config).
   static Model load(std::unique_ptr<WeightSource> weights, const ModelOptions& options = {});
+  // A model that runs `path` over layers of several sources (views into them, no copies; the
+  // Model keeps the sources alive). Every source is validated as load() does, and all must
+  // agree on the architecture and every size and setting the layers depend on (hidden,
+  // intermediate and vocabulary sizes, heads, head_dim, biases, q/k norms, norm epsilon, RoPE,
+  // sliding window): ConfigError naming both sources and the key. ConfigError also for no
+  // sources, a step naming an unknown source or a layer outside it, a non-finite scale.
+  // config() is the head source's config with n_layers = path.steps.size(); weights() is the
+  // head source. With ModelOptions::f32_weights each distinct (source, layer) is converted once.
+  static Model load_path(std::vector<std::shared_ptr<const WeightSource>> sources,
+                         const LayerPath& path, const ModelOptions& options = {});
 
   Model(Model&&) noexcept;
   Model& operator=(Model&&) noexcept;

@@ -14,4 +14,14 @@ LoadedModel load_model(const std::filesystem::path& path, const ModelOptions& op
   return LoadedModel{std::move(model), load_tokenizer(path)};
 }
 
+LoadedModel load_path_model(const std::vector<std::filesystem::path>& paths, const LayerPath& path,
+                            const ModelOptions& options) {
+  std::vector<std::shared_ptr<const WeightSource>> sources;
+  for (const auto& p : paths) sources.push_back(open_weights(p));
+  Model model = Model::load_path(std::move(sources), path, options);
+  // load_path has checked head_source against the sources.
+  return LoadedModel{std::move(model),
+                     load_tokenizer(paths[static_cast<size_t>(path.head_source)])};
+}
+
 }  // namespace shoal

@@ -11,18 +11,24 @@
 
 namespace shoal::infer {
 
-ModelWeights bind_weights(const ModelConfig& c, const WeightSource& source, bool f32_matrices) {
-  ModelWeights mw;
-  auto to_f32 = [&](const TensorView& t) {
+namespace {
+
+// Views of one source's tensors; f32 conversions are owned by `mw`.
+struct Binder {
+  ModelWeights& mw;
+  const WeightSource& source;
+  bool f32_matrices;
+
+  const float* to_f32(const TensorView& t) {
     auto buf = std::make_unique<float[]>(static_cast<size_t>(t.numel()));
     convert_to_f32(t.dtype, t.data, buf.get(), t.numel());
     const float* p = buf.get();
     mw.owned_bytes += static_cast<size_t>(t.numel()) * sizeof(float);
     mw.owned.push_back(std::move(buf));
     return p;
-  };
-  auto vec = [&](const std::string& name) { return to_f32(*source.tensor(name)); };
-  auto mat = [&](const std::string& name, bool has_bias) {
+  }
+  const float* vec(const std::string& name) { return to_f32(*source.tensor(name)); }
+  Linear mat(const std::string& name, bool has_bias) {
     const TensorView t = *source.tensor(name);
     Linear l{t.dtype, t.data, t.shape[0], t.shape[1], nullptr};
     if (f32_matrices && t.dtype != DType::kF32) {
@@ -31,29 +37,46 @@ ModelWeights bind_weights(const ModelConfig& c, const WeightSource& source, bool
     }
     if (has_bias) l.bias = vec(name.substr(0, name.size() - 6) + "bias");  // "weight" -> "bias"
     return l;
-  };
-
-  mw.embed = mat("model.embed_tokens.weight", false);
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    auto name = [&](const char* rest) { return layer_tensor(l, rest); };
-    LayerWeights lw;
-    lw.attn_norm = vec(name("input_layernorm.weight"));
-    lw.q = mat(name("self_attn.q_proj.weight"), c.qkv_bias);
-    lw.k = mat(name("self_attn.k_proj.weight"), c.qkv_bias);
-    lw.v = mat(name("self_attn.v_proj.weight"), c.qkv_bias);
-    lw.o = mat(name("self_attn.o_proj.weight"), c.o_bias);
-    if (c.qk_norm) {
-      lw.q_norm = vec(name("self_attn.q_norm.weight"));
-      lw.k_norm = vec(name("self_attn.k_norm.weight"));
-    }
-    lw.mlp_norm = vec(name("post_attention_layernorm.weight"));
-    lw.gate = mat(name("mlp.gate_proj.weight"), c.mlp_bias);
-    lw.up = mat(name("mlp.up_proj.weight"), c.mlp_bias);
-    lw.down = mat(name("mlp.down_proj.weight"), c.mlp_bias);
-    mw.layers.push_back(lw);
   }
-  mw.final_norm = vec("model.norm.weight");
-  mw.lm_head = c.tie_word_embeddings ? mw.embed : mat("lm_head.weight", false);
+};
+
+}  // namespace
+
+void bind_head(const ModelConfig& c, const WeightSource& source, bool f32_matrices,
+               ModelWeights& mw) {
+  Binder b{mw, source, f32_matrices};
+  mw.embed = b.mat("model.embed_tokens.weight", false);
+  mw.final_norm = b.vec("model.norm.weight");
+  mw.lm_head = c.tie_word_embeddings ? mw.embed : b.mat("lm_head.weight", false);
+}
+
+LayerWeights bind_layer(const ModelConfig& c, const WeightSource& source, int64_t l,
+                        bool f32_matrices, ModelWeights& owner) {
+  Binder b{owner, source, f32_matrices};
+  auto name = [&](const char* rest) { return layer_tensor(l, rest); };
+  LayerWeights lw;
+  lw.attn_norm = b.vec(name("input_layernorm.weight"));
+  lw.q = b.mat(name("self_attn.q_proj.weight"), c.qkv_bias);
+  lw.k = b.mat(name("self_attn.k_proj.weight"), c.qkv_bias);
+  lw.v = b.mat(name("self_attn.v_proj.weight"), c.qkv_bias);
+  lw.o = b.mat(name("self_attn.o_proj.weight"), c.o_bias);
+  if (c.qk_norm) {
+    lw.q_norm = b.vec(name("self_attn.q_norm.weight"));
+    lw.k_norm = b.vec(name("self_attn.k_norm.weight"));
+  }
+  lw.mlp_norm = b.vec(name("post_attention_layernorm.weight"));
+  lw.gate = b.mat(name("mlp.gate_proj.weight"), c.mlp_bias);
+  lw.up = b.mat(name("mlp.up_proj.weight"), c.mlp_bias);
+  lw.down = b.mat(name("mlp.down_proj.weight"), c.mlp_bias);
+  return lw;
+}
+
+ModelWeights bind_weights(const ModelConfig& c, const WeightSource& source, bool f32_matrices) {
+  ModelWeights mw;
+  bind_head(c, source, f32_matrices, mw);
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    mw.layers.push_back(bind_layer(c, source, l, f32_matrices, mw));
+  }
   return mw;
 }
 
@@ -221,6 +244,13 @@ void Forward::run(std::span<const Segment> segments, std::span<const int64_t> lo
   observe(0, x);
   fill_rope_tables(segments, n_tokens);
   for (int64_t l = 0; l < c_.n_layers; ++l) {
+    // A LayerPath's input scale multiplies the whole residual stream before the layer.
+    const float scale = w_.input_scales.empty() ? 1.0f : w_.input_scales[static_cast<size_t>(l)];
+    if (scale != 1.0f) {
+      for_rows(n_tokens, h, [&](int64_t t) {
+        for (int64_t i = 0; i < h; ++i) x[t * h + i] *= scale;
+      });
+    }
     run_layer(l, segments, n_tokens);
     observe(static_cast<int>(l + 1), x);
   }

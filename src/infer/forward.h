@@ -33,12 +33,20 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   const float* final_norm = nullptr;
   Linear lm_head;  // the embedding itself when tied
+  // Per layer, the factor applied to the residual stream before it (a LayerPath); empty: none.
+  std::vector<float> input_scales;
   std::vector<std::unique_ptr<float[]>> owned;
   size_t owned_bytes = 0;
 };
 
 // Binds every tensor (check_tensors must have passed).
 ModelWeights bind_weights(const ModelConfig& c, const WeightSource& source, bool f32_matrices);
+// The pieces of bind_weights, for a LayerPath: the embeddings, final norm and output projection
+// into `mw`; one layer of `source` (f32 copies are owned by `owner`).
+void bind_head(const ModelConfig& c, const WeightSource& source, bool f32_matrices,
+               ModelWeights& mw);
+LayerWeights bind_layer(const ModelConfig& c, const WeightSource& source, int64_t layer,
+                        bool f32_matrices, ModelWeights& owner);
 
 // RoPE inverse frequencies [head_dim / 2], rounded to f32 as transformers computes them, with
 // Llama-3 scaling applied when configured.

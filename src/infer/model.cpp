@@ -5,6 +5,7 @@
 #include <set>
 
 #include "infer/forward.h"
+#include "infer/layer_path.h"
 #include "infer/model_config.h"
 #include "shoal/error.h"
 
@@ -15,6 +16,9 @@ namespace infer {
 // while the Model object itself moves.
 struct ModelImpl {
   std::unique_ptr<WeightSource> source;
+  // A LayerPath model's sources instead (source is null); path_head is the head source.
+  std::vector<std::shared_ptr<const WeightSource>> path_sources;
+  size_t path_head = 0;
   ModelConfig config;
   ModelOptions options;
   ModelWeights weights;
@@ -58,10 +62,29 @@ Model Model::load(std::unique_ptr<WeightSource> weights, const ModelOptions& opt
   return Model(std::move(m));
 }
 
+Model Model::load_path(std::vector<std::shared_ptr<const WeightSource>> sources,
+                       const LayerPath& path, const ModelOptions& options) {
+  if (options.max_batch_tokens < 1) {
+    throw ConfigError("Model::load_path: max_batch_tokens must be at least 1");
+  }
+  auto m = std::make_unique<infer::ModelImpl>();
+  infer::PathModel pm = infer::bind_path(sources, path, options.f32_weights);
+  m->config = pm.config;
+  m->weights = std::move(pm.weights);
+  m->options = options;
+  m->path_sources = std::move(sources);
+  m->path_head = static_cast<size_t>(path.head_source);
+  infer::use_single_threaded_blas();
+  m->pool = std::make_unique<ThreadPool>(options.n_threads);
+  m->forward = std::make_unique<infer::Forward>(m->config, m->weights, *m->pool);
+  return Model(std::move(m));
+}
+
 const ModelConfig& Model::config() const {
   return impl_->config;
 }
 const WeightSource& Model::weights() const {
+  if (!impl_->source) return *impl_->path_sources[impl_->path_head];
   return *impl_->source;
 }
 
