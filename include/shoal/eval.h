@@ -166,6 +166,10 @@ struct TaskSpec {
 // line or a record that lacks a field the templates use.
 std::vector<TaskSpec> parse_tasks(std::string_view yaml_text, const std::filesystem::path& file);
 std::vector<TaskSpec> load_tasks(const std::filesystem::path& file);
+// As load_tasks, with every task's evaluated split set to `split` whatever the file says
+// (`shoal evolve` searches on "dev" and reports on "test"). A task whose dataset lacks that split
+// is a ConfigError naming the file and the line of its `dataset:`.
+std::vector<TaskSpec> load_tasks(const std::filesystem::path& file, const std::string& split);
 
 // ---- Evaluation -----------------------------------------------------------------------------
 

@@ -14,8 +14,13 @@
 
 namespace shoal {
 
+// kGguf: out_dir names one .gguf file, written with llama.cpp's tensor names, metadata and
+// tokenizer (docs/GGUF.md) instead of a Hugging Face folder.
+enum class OutputFormat { kSafetensors, kGguf };
+
 struct MergeOptions {
   std::filesystem::path out_dir;
+  OutputFormat format = OutputFormat::kSafetensors;
   uint64_t out_shard_size = 5'000'000'000;  // bytes of tensor data per shard
   uint64_t seed = 0;                        // DARE / DELLA masks
   int n_threads = 0;                        // 0: one per hardware thread

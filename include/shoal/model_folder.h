@@ -1,7 +1,9 @@
 // Hugging Face model folders: config.json, safetensors weights (one file, or shards listed in
 // model.safetensors.index.json), tokenizer files. Layers are found from tensor names of the form
 // `<prefix>.<N>.<rest>`, so Llama, Mistral, Qwen2/3, Gemma, Phi and GPT-2 style checkpoints work
-// without a per-architecture table. Implemented in src/io/model_folder.cpp.
+// without a per-architecture table. A GGUF file of the llama family opens as a ModelFolder too,
+// seen as the Hugging Face checkpoint it converts to (see src/io/gguf_hf_model.h).
+// Implemented in src/io/model_folder.cpp.
 #pragma once
 
 #include <filesystem>
@@ -18,6 +20,8 @@
 #include "shoal/safetensors.h"
 
 namespace shoal {
+
+class GgufFile;
 
 // A tensor name split around its layer index: "model.layers.3.mlp.up_proj.weight" ->
 // {"model.layers", 3, "mlp.up_proj.weight"}. The first dot-separated all-digit component is the
@@ -49,6 +53,13 @@ class ModelFolder {
   // A model made of one safetensors file and nothing else (no config.json, no tokenizer files);
   // dir() is the file's folder. For looking at a lone file (`shoal inspect x.safetensors`).
   static ModelFolder open_file(const std::filesystem::path& safetensors_file);
+  // A GGUF file (llama, qwen2, qwen3) as an HF checkpoint: HF tensor names, config.json keys
+  // from its metadata, Q8_0 tensors read as F32 and llama Q/K rows in HF's order. dir() is the
+  // file; tokenizer_files() is empty (the vocabulary is in gguf()). open() also takes a GGUF
+  // file. Tensors that need converting are materialised on their first view() and kept until
+  // release(name), which ends the validity of their views (release with a byte range keeps
+  // them). Throws FormatError naming the file and the key or tensor.
+  static ModelFolder open_gguf(const std::filesystem::path& gguf_file);
 
   ModelFolder(ModelFolder&&) noexcept;
   ModelFolder& operator=(ModelFolder&&) noexcept;
@@ -84,8 +95,11 @@ class ModelFolder {
   int64_t parameter_count() const;
   // The weights files' "__metadata__" entries merged (the first file in name order wins a clash).
   std::map<std::string, std::string> metadata() const;
+  // The GGUF file behind a folder made by open_gguf(); nullptr for safetensors folders.
+  const GgufFile* gguf() const;
 
  private:
+  struct GgufSource;
   ModelFolder() = default;
   // Opens `files` in order and adds all their tensors; a name may appear in only one file.
   void add_files(const std::vector<std::filesystem::path>& files);
@@ -97,7 +111,8 @@ class ModelFolder {
   std::unordered_map<std::string, std::pair<size_t, const TensorInfo*>> tensors_;  // name -> file
   std::vector<std::string> names_;
   LayerLayout layout_;
-  bool single_file_ = false;  // made by open_file()
+  bool single_file_ = false;          // made by open_file() or open_gguf()
+  std::unique_ptr<GgufSource> gguf_;  // set by open_gguf()
 };
 
 }  // namespace shoal

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   shoal::cli::add_inspect_command(app);
   shoal::cli::add_generate_command(app);
   shoal::cli::add_eval_command(app);
+  shoal::cli::add_convert_command(app);
   shoal::cli::add_search_command(app);
   try {
     app.parse(argc, argv);

@@ -28,6 +28,7 @@ struct MergeFlags {
   std::string recipe;
   std::string out_dir;
   std::string out_shard_size = "5G";
+  std::string format = "safetensors";
   uint64_t seed = 0;
   int threads = 0;
   bool force = false;
@@ -64,6 +65,11 @@ void run(const MergeFlags& flags) {
   const Recipe recipe = load_recipe(flags.recipe);
   MergeOptions options;
   options.out_dir = flags.out_dir;
+  if (flags.format == "gguf") {
+    options.format = OutputFormat::kGguf;
+  } else if (flags.format != "safetensors") {
+    throw ConfigError("--format: '" + flags.format + "' is not safetensors or gguf");
+  }
   options.out_shard_size = parse_byte_size(flags.out_shard_size);
   options.seed = flags.seed;
   options.n_threads = flags.threads;
@@ -102,7 +108,11 @@ void add_merge_command(CLI::App& app) {
   CLI::App* cmd =
       app.add_subcommand("merge", "Merge models with a mergekit-compatible YAML recipe");
   cmd->add_option("recipe", flags->recipe, "Recipe file (YAML)")->required();
-  cmd->add_option("out_dir", flags->out_dir, "Output model folder")->required();
+  cmd->add_option("out_dir", flags->out_dir,
+                  "Output model folder (a .gguf file with --format gguf)")
+      ->required();
+  cmd->add_option("--format", flags->format,
+                  "safetensors (an HF folder, the default) or gguf (one llama.cpp file)");
   cmd->add_option("--out-shard-size", flags->out_shard_size,
                   "Largest shard, in bytes of tensor data: 5000000000, 5G, 500M (default 5G)");
   cmd->add_option("--seed", flags->seed, "Seed of the random masks (DARE, DELLA)");

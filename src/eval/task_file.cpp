@@ -67,7 +67,8 @@ std::optional<TaskKind> parse_kind(std::string_view s) {
 
 class Parser {
  public:
-  explicit Parser(std::filesystem::path file) : path_(std::move(file)), file_(path_.string()) {}
+  explicit Parser(std::filesystem::path file, std::optional<std::string> split = std::nullopt)
+      : path_(std::move(file)), file_(path_.string()), split_(std::move(split)) {}
 
   std::vector<TaskSpec> parse(std::string_view text) {
     YAML::Node root;
@@ -101,7 +102,14 @@ class Parser {
       if (!names.insert(r.name).second) fail_line(r.line, "two tasks are named '" + r.name + "'");
     }
     std::vector<TaskSpec> out;
-    for (const RawTask& r : raws) out.push_back(eval::load_task(r, path_));
+    for (RawTask& r : raws) {
+      if (split_) {
+        // The caller's split replaces the file's; a missing one is reported at `dataset:`.
+        r.split = *split_;
+        r.split_line = 0;
+      }
+      out.push_back(eval::load_task(r, path_));
+    }
     return out;
   }
 
@@ -416,6 +424,7 @@ class Parser {
 
   std::filesystem::path path_;
   std::string file_;
+  std::optional<std::string> split_;
 };
 
 }  // namespace
@@ -436,13 +445,23 @@ std::vector<TaskSpec> parse_tasks(std::string_view yaml_text, const std::filesys
   return Parser(file).parse(yaml_text);
 }
 
-std::vector<TaskSpec> load_tasks(const std::filesystem::path& file) {
+namespace {
+std::string read_task_file(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw IoError(errno_message("cannot open task file " + file.string()));
   std::ostringstream text;
   text << in.rdbuf();
   if (in.bad()) throw IoError(errno_message("cannot read task file " + file.string()));
-  return parse_tasks(text.str(), file);
+  return text.str();
+}
+}  // namespace
+
+std::vector<TaskSpec> load_tasks(const std::filesystem::path& file) {
+  return parse_tasks(read_task_file(file), file);
+}
+
+std::vector<TaskSpec> load_tasks(const std::filesystem::path& file, const std::string& split) {
+  return Parser(file, split).parse(read_task_file(file));
 }
 
 }  // namespace shoal

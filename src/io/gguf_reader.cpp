@@ -328,6 +328,7 @@ GgufFile GgufFile::open(const fs::path& path) {
     }
     f.metadata_index_.emplace(key, f.metadata_.size());
     f.metadata_.emplace_back(std::move(key), std::move(value));
+    f.metadata_types_.push_back(static_cast<GgufValueType>(type));
   }
 
   // Tensor infos.
@@ -468,6 +469,12 @@ const GgufArray* GgufFile::get_array(std::string_view key) const {
   if (v == nullptr) return nullptr;
   if (const auto* a = std::get_if<std::shared_ptr<const GgufArray>>(v)) return a->get();
   wrong_type(path_, key, *v, "an array");
+}
+
+std::optional<GgufValueType> GgufFile::value_type(std::string_view key) const {
+  const auto it = metadata_index_.find(std::string(key));
+  if (it == metadata_index_.end()) return std::nullopt;
+  return metadata_types_[it->second];
 }
 
 const GgufTensorInfo* GgufFile::find_tensor(std::string_view name) const {

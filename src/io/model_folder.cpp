@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <charconv>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <sstream>
 
+#include "io/gguf_hf_model.h"
 #include "io/json_util.h"
 #include "shoal/error.h"
 
@@ -20,6 +22,19 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 constexpr const char* kIndexName = "model.safetensors.index.json";
+// tensors_ entries of a GGUF-backed folder name this instead of a safetensors file.
+constexpr size_t kGgufFile = static_cast<size_t>(-1);
+
+// A regular file named *.gguf (whose header the GGUF reader then checks) or starting "GGUF".
+bool is_gguf_file(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;
+  if (path.extension() == ".gguf") return true;
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  in.read(magic, 4);
+  return in.gcount() == 4 && std::string_view(magic, 4) == "GGUF";
+}
 
 // Reads and parses a JSON file; FormatError with nlohmann's line/column on bad JSON.
 json read_json(const fs::path& path) {
@@ -147,8 +162,17 @@ bool is_embedding_name(std::string_view tensor_name) {
   return is_input_embedding(tensor_name) || is_output_embedding(tensor_name);
 }
 
+struct ModelFolder::GgufSource {
+  explicit GgufSource(GgufFile file) : model(std::move(file)) {}
+  io::GgufHfModel model;
+  std::vector<TensorInfo> infos;  // parallel to model.tensors()
+  std::mutex mutex;
+  std::unordered_map<std::string, std::vector<std::byte>> materialised;
+};
+
 ModelFolder ModelFolder::open(const fs::path& dir) {
   std::error_code ec;
+  if (is_gguf_file(dir)) return open_gguf(dir);
   if (!fs::is_directory(dir, ec)) {
     if (fs::exists(dir, ec))
       throw IoError("cannot open model folder " + dir.string() + ": not a directory");
@@ -247,6 +271,36 @@ ModelFolder ModelFolder::open_file(const fs::path& safetensors_file) {
   return m;
 }
 
+ModelFolder ModelFolder::open_gguf(const fs::path& gguf_file) {
+  ModelFolder m;
+  m.dir_ = gguf_file;
+  m.single_file_ = true;
+  m.gguf_ = std::make_unique<GgufSource>(GgufFile::open(gguf_file));
+  m.config_ = m.gguf_->model.config();
+  io::shorten_f32_config_values(m.config_);
+  m.has_config_ = true;
+  const auto& tensors = m.gguf_->model.tensors();
+  m.gguf_->infos.reserve(tensors.size());
+  for (const io::GgufHfTensor& t : tensors) {
+    TensorInfo info;
+    info.name = t.name;
+    info.dtype = t.dtype;
+    info.shape = t.shape;
+    info.end = t.nbytes();
+    m.gguf_->infos.push_back(std::move(info));
+  }
+  for (const TensorInfo& info : m.gguf_->infos) {
+    m.tensors_.emplace(info.name, std::make_pair(kGgufFile, &info));
+    m.names_.push_back(info.name);
+  }
+  m.layout_ = find_layout(m.names_);
+  return m;
+}
+
+const GgufFile* ModelFolder::gguf() const {
+  return gguf_ ? &gguf_->model.file() : nullptr;
+}
+
 void ModelFolder::add_files(const std::vector<fs::path>& files) {
   for (const fs::path& path : files) {
     auto file = std::make_unique<SafetensorsFile>(SafetensorsFile::open(path));
@@ -278,6 +332,7 @@ const fs::path& ModelFolder::file_of(std::string_view name) const {
   if (it == tensors_.end()) {
     throw FormatError(dir_.string() + ": no tensor " + io::quoted(name));
   }
+  if (it->second.first == kGgufFile) return dir_;
   return files_[it->second.first]->path();
 }
 
@@ -286,17 +341,33 @@ TensorView ModelFolder::view(std::string_view name) const {
   if (it == tensors_.end()) {
     throw FormatError(dir_.string() + ": no tensor " + io::quoted(name));
   }
-  return files_[it->second.first]->view(*it->second.second);
+  if (it->second.first != kGgufFile) return files_[it->second.first]->view(*it->second.second);
+  const io::GgufHfTensor& t = *gguf_->model.find(name);
+  if (const auto direct = gguf_->model.direct_view(t)) return *direct;
+  const std::lock_guard lock(gguf_->mutex);
+  auto m = gguf_->materialised.find(t.name);
+  if (m == gguf_->materialised.end()) {
+    m = gguf_->materialised.emplace(t.name, gguf_->model.materialise(t)).first;
+  }
+  return TensorView{t.dtype, t.shape, m->second.data(), m->second.size()};
 }
 
 void ModelFolder::release(std::string_view name) const {
   const auto it = tensors_.find(std::string(name));
-  if (it != tensors_.end()) files_[it->second.first]->release(*it->second.second);
+  if (it == tensors_.end()) return;
+  if (it->second.first != kGgufFile) {
+    files_[it->second.first]->release(*it->second.second);
+    return;
+  }
+  const std::lock_guard lock(gguf_->mutex);
+  gguf_->materialised.erase(std::string(name));
 }
 
 void ModelFolder::release(std::string_view name, uint64_t byte_offset, uint64_t n) const {
   const auto it = tensors_.find(std::string(name));
-  if (it != tensors_.end()) files_[it->second.first]->release(*it->second.second, byte_offset, n);
+  if (it != tensors_.end() && it->second.first != kGgufFile) {
+    files_[it->second.first]->release(*it->second.second, byte_offset, n);
+  }
 }
 
 bool ModelFolder::ties_word_embeddings() const {

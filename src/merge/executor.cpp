@@ -1,5 +1,6 @@
 // run_merge: plan, then stream every output tensor through its kernel into a sharded writer in a
-// temporary folder, then rename. Memory stays bounded: kernels read the mmap'd inputs in chunks,
+// temporary folder, then rename (or, with OutputFormat::kGguf, into one GGUF file written under a
+// temporary name). Memory stays bounded: kernels read the mmap'd inputs in chunks,
 // output bytes go straight to the shard files with pwrite, and each input tensor's pages are
 // dropped from the resident set once it has been merged.
 #include <signal.h>
@@ -9,8 +10,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <system_error>
 
+#include "io/gguf_model_writer.h"
+#include "io/gguf_tokenizer.h"
 #include "merge/methods.h"
 #include "merge/output_folder.h"
 #include "merge/plan.h"
@@ -93,8 +97,17 @@ class TempFolder {
 
 void check_output_dir(const MergeOptions& options) {
   if (options.out_dir.empty()) throw ConfigError("no output folder given");
-  if (options.out_shard_size == 0) throw ConfigError("--out-shard-size must be at least 1 byte");
   std::error_code ec;
+  if (options.format == OutputFormat::kGguf) {
+    if (fs::is_directory(options.out_dir, ec)) {
+      throw ConfigError(options.out_dir.string() + " is a folder; --format gguf writes one file");
+    }
+    if (fs::exists(options.out_dir, ec) && !options.force) {
+      throw ConfigError(options.out_dir.string() + " exists (use --force to replace it)");
+    }
+    return;
+  }
+  if (options.out_shard_size == 0) throw ConfigError("--out-shard-size must be at least 1 byte");
   if (!fs::exists(options.out_dir, ec)) return;
   if (!fs::is_directory(options.out_dir, ec)) {
     throw ConfigError(options.out_dir.string() + " exists and is not a folder");
@@ -183,15 +196,100 @@ void release_inputs(const merge::MergePlan& plan, const merge::TensorTask& task)
   if (task.base) plan.models[task.base->model]->release(task.base->tensor);
 }
 
+// Where output bytes go: (tensor index, byte offset, bytes, count).
+using WriteFn = std::function<void(size_t, uint64_t, const void*, size_t)>;
+
 // Copies a tensor that is not merged (integer buffers) in bounded pieces.
-void copy_tensor(const TensorView& src, size_t index, SafetensorsWriter& writer, ThreadPool& pool) {
+void copy_tensor(const TensorView& src, size_t index, const WriteFn& write, ThreadPool& pool) {
   constexpr size_t kPiece = 8u << 20;
   const size_t n_pieces = std::max<size_t>(1, (src.nbytes + kPiece - 1) / kPiece);
   pool.parallel_for(n_pieces, [&](size_t p) {
     const size_t begin = p * kPiece;
     const size_t n = std::min(kPiece, src.nbytes - std::min(begin, src.nbytes));
-    if (n > 0) writer.write(index, begin, src.data + begin, n);
+    if (n > 0) write(index, begin, src.data + begin, n);
   });
+}
+
+// Runs every task of the plan (except those `skip` names) into `write`.
+void merge_tasks(const merge::MergePlan& plan, const MergeOptions& options, Progress& progress,
+                 const WriteFn& write, const std::function<bool(size_t)>& skip) {
+  ThreadPool pool(options.n_threads);
+  for (size_t i = 0; i < plan.tasks.size(); ++i) {
+    if (options.cancel && options.cancel->load()) {
+      throw Interrupted("merge interrupted; nothing was written to " + options.out_dir.string());
+    }
+    const merge::TensorTask& task = plan.tasks[i];
+    const uint64_t nbytes = static_cast<uint64_t>(shape_numel(task.shape)) * dtype_size(task.dtype);
+    if (skip(i)) {
+      progress.advance(task.name, nbytes);
+      continue;
+    }
+    if (task.copy_only) {
+      const auto& input = task.base ? *task.base : task.inputs.at(0);
+      copy_tensor(plan.models[input.model]->view(input.tensor), i, write, pool);
+    } else {
+      merge::merge_tensor(
+          kernel_args(plan, task, options.seed), pool,
+          [&](uint64_t offset, const void* data, size_t n) { write(i, offset, data, n); });
+    }
+    release_inputs(plan, task);
+    progress.advance(task.name, nbytes);
+  }
+}
+
+// The tokenizer.* metadata of the output GGUF: the tokenizer model's GGUF vocabulary as stored,
+// or its tokenizer.json converted.
+std::vector<GgufKv> gguf_tokenizer(const merge::MergePlan& plan, const std::string& where,
+                                   const std::optional<std::string>& chat_template,
+                                   bool copy_tokenizer, Progress& progress) {
+  if (!copy_tokenizer || plan.tokenizer_model < 0) return {};
+  const ModelFolder& m = *plan.models[plan.tokenizer_model];
+  if (const GgufFile* g = m.gguf()) return io::gguf_tokenizer_entries(*g, chat_template);
+  int64_t rows = 0;
+  for (const auto& task : plan.tasks) {
+    if (task.name == "model.embed_tokens.weight") rows = task.shape.at(0);
+  }
+  if (!std::filesystem::exists(m.dir() / "tokenizer.json")) {
+    progress.warn(where + ": " + m.dir().string() +
+                  " has no tokenizer.json; the GGUF has no vocabulary (llama.cpp needs one)");
+    return {};
+  }
+  return io::hf_tokenizer_to_gguf(m.dir(), rows, chat_template);
+}
+
+MergeSummary run_merge_gguf(const Recipe& recipe, const MergeOptions& options,
+                            const merge::MergePlan& plan) {
+  uint64_t total_bytes = 0;
+  for (const auto& task : plan.tasks) {
+    total_bytes += static_cast<uint64_t>(shape_numel(task.shape)) * dtype_size(task.dtype);
+  }
+  Progress progress("merge", "tensors", plan.tasks.size(), total_bytes, options.log_mode);
+  for (const auto& warning : plan.warnings) progress.warn(warning);
+  const std::string where = recipe.file.empty() ? "merge" : recipe.file.string();
+  io::GgufModelWriter writer(options.out_dir, plan.out_config, output_specs(plan),
+                             gguf_tokenizer(plan, where, merge::resolve_chat_template(recipe),
+                                            options.copy_tokenizer, progress),
+                             io::GgufOutType::kKeep, options.out_dir.stem().string(), where);
+  for (const std::string& w : writer.warnings()) progress.warn(w);
+  merge_tasks(
+      plan, options, progress,
+      [&](size_t i, uint64_t offset, const void* data, size_t n) {
+        writer.write(i, offset, data, n);
+      },
+      [&](size_t i) { return writer.skipped(i); });
+  writer.finish();
+  progress.finish();
+
+  MergeSummary summary;
+  summary.n_tensors = plan.tasks.size();
+  summary.bytes_written = writer.file_bytes();
+  summary.n_layers = plan.out_layers;
+  summary.files = {options.out_dir.filename().string()};
+  summary.warnings = plan.warnings;
+  summary.warnings.insert(summary.warnings.end(), writer.warnings().begin(),
+                          writer.warnings().end());
+  summary.seconds = progress.elapsed_seconds();
+  return summary;
 }
 
 }  // namespace
@@ -206,6 +304,7 @@ MergeSummary run_merge(const Recipe& recipe, const MergeOptions& options) {
   check_output_dir(options);
   merge::resolve_chat_template(recipe);
   const merge::MergePlan plan = merge::plan_merge(recipe, options.recipe_dir);
+  if (options.format == OutputFormat::kGguf) return run_merge_gguf(recipe, options, plan);
 
   uint64_t total_bytes = 0;
   for (const auto& task : plan.tasks) {
@@ -216,24 +315,12 @@ MergeSummary run_merge(const Recipe& recipe, const MergeOptions& options) {
 
   TempFolder temp(options.out_dir);
   SafetensorsWriter writer(temp.path(), output_specs(plan), options.out_shard_size);
-  ThreadPool pool(options.n_threads);
-
-  for (size_t i = 0; i < plan.tasks.size(); ++i) {
-    if (options.cancel && options.cancel->load()) {
-      throw Interrupted("merge interrupted; nothing was written to " + options.out_dir.string());
-    }
-    const merge::TensorTask& task = plan.tasks[i];
-    if (task.copy_only) {
-      const auto& input = task.base ? *task.base : task.inputs.at(0);
-      copy_tensor(plan.models[input.model]->view(input.tensor), i, writer, pool);
-    } else {
-      merge::merge_tensor(
-          kernel_args(plan, task, options.seed), pool,
-          [&](uint64_t offset, const void* data, size_t n) { writer.write(i, offset, data, n); });
-    }
-    release_inputs(plan, task);
-    progress.advance(task.name, writer.tensors()[i].nbytes());
-  }
+  merge_tasks(
+      plan, options, progress,
+      [&](size_t i, uint64_t offset, const void* data, size_t n) {
+        writer.write(i, offset, data, n);
+      },
+      [](size_t) { return false; });
   writer.finish();
   merge::write_folder_extras(temp.path(), recipe, plan, options.copy_tokenizer);
   temp.commit();

@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "io/gguf_tokenizer.h"
 #include "shoal/error.h"
 
 namespace shoal::merge {
@@ -72,7 +73,10 @@ void write_folder_extras(const fs::path& dir, const Recipe& recipe, const MergeP
   write_text_file(dir / "config.json", plan.out_config.dump(2) + "\n");
 
   const auto chat_template = resolve_chat_template(recipe);
-  if (copy_tokenizer && plan.tokenizer_model >= 0) {
+  if (copy_tokenizer && plan.tokenizer_model >= 0 && plan.models[plan.tokenizer_model]->gguf()) {
+    // A GGUF source carries its vocabulary in metadata: rebuilt as tokenizer files.
+    io::write_hf_tokenizer(*plan.models[plan.tokenizer_model]->gguf(), dir, chat_template);
+  } else if (copy_tokenizer && plan.tokenizer_model >= 0) {
     for (const fs::path& src : plan.models[plan.tokenizer_model]->tokenizer_files()) {
       std::error_code ec;
       fs::copy_file(src, dir / src.filename(), fs::copy_options::overwrite_existing, ec);

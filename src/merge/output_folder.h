@@ -1,4 +1,5 @@
-// Everything in a merged model folder besides the weights: config.json, tokenizer files, the
+// Everything in a merged model folder besides the weights: config.json, tokenizer files (rebuilt
+// from the vocabulary when the tokenizer model is a GGUF file), the
 // model card and the recipe. Implemented in src/merge/output_folder.cpp.
 #pragma once
 
