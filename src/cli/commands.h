@@ -12,6 +12,7 @@ void add_generate_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_search_command(CLI::App& app);
+void add_evolve_command(CLI::App& app);
 
 // The exit code the command that ran asked for (0 by default).
 int exit_code();

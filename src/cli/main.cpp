@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   shoal::cli::add_eval_command(app);
   shoal::cli::add_convert_command(app);
   shoal::cli::add_search_command(app);
+  shoal::cli::add_evolve_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
