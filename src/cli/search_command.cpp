@@ -51,16 +51,18 @@ void run(const SearchFlags& flags) {
       {"cost_usd", s.cost_usd},          {"best_node", s.best_node},
       {"best_score", s.best_score}};
   std::printf("%s\n", summary.dump().c_str());
+  // What --resume reads: the tree checkpoint, or a population run's program database.
+  const std::string saved =
+      (options.out_dir / (task.algorithm == "population" ? "population.db" : "tree.json")).string();
   if (s.interrupted) {
-    std::fprintf(stderr,
-                 "shoal: search interrupted; %s/tree.json is saved, --resume continues it\n",
-                 options.out_dir.string().c_str());
+    std::fprintf(stderr, "shoal: search interrupted; %s is saved, --resume continues it\n",
+                 saved.c_str());
     set_exit_code(130);
   } else if (s.fatal) {
     std::fprintf(stderr,
-                 "shoal: error: %s\nshoal: the search stopped; %s/tree.json is saved, "
+                 "shoal: error: %s\nshoal: the search stopped; %s is saved, "
                  "--resume continues it\n",
-                 s.stop_reason.c_str(), options.out_dir.string().c_str());
+                 s.stop_reason.c_str(), saved.c_str());
     set_exit_code(1);
   }
 }

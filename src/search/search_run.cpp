@@ -16,6 +16,7 @@
 #include "eval/template.h"
 #include "search/search_run_output.h"
 #include "shoal/error.h"
+#include "shoal/population.h"
 #include "shoal/rng.h"
 #include "shoal/search.h"
 #include "shoal/search_run.h"
@@ -418,6 +419,7 @@ class Runner {
 namespace shoal {
 
 SearchRunSummary run_search(const SearchTask& task, const SearchRunOptions& options) {
+  if (task.algorithm == "population") return run_population(task, options);
   std::vector<std::unique_ptr<LlmBackend>> owned;
   std::vector<LlmBackend*> backends = options.backends;
   if (backends.empty()) {

@@ -10,6 +10,7 @@
 
 #include "eval/template.h"
 #include "shoal/error.h"
+#include "shoal/population.h"
 #include "shoal/search.h"
 #include "shoal/search_run.h"
 #include "shoal/subprocess.h"
@@ -390,16 +391,24 @@ class Parser {
   // actions (prior_means has one entry per model).
   void check_algorithm(const SearchTask& t) const {
     try {
+      if (t.algorithm == "population") {  // docs/POPULATION.md
+        parse_population_params(t.algorithm_params, file_.parent_path());
+        return;
+      }
       make_search({t.algorithm, t.algorithm_params, static_cast<int>(t.models.size()), t.seed});
     } catch (const ConfigError& e) {
-      fail_line(algorithm_line_, std::string("'algorithm': ") + e.what());
+      std::string what = e.what();
+      if (what.rfind("search: unknown algorithm", 0) == 0 && what.back() == ')') {
+        what.insert(what.size() - 1, ", or population");  // the other family (POPULATION.md)
+      }
+      fail_line(algorithm_line_, "'algorithm': " + what);
     }
   }
 
   static std::string names() {
     std::string out;
     for (const std::string& n : search_algorithms()) out += (out.empty() ? "" : ", ") + n;
-    return out;
+    return out + ", population";
   }
 
   std::filesystem::path file_;
