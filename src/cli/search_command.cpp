@@ -72,7 +72,8 @@ void run(const SearchFlags& flags) {
 void add_search_command(CLI::App& app) {
   auto flags = std::make_shared<SearchFlags>();
   CLI::App* cmd = app.add_subcommand(
-      "search", "Search answers with several LLMs: AB-MCTS and baselines (docs/SEARCH.md)");
+      "search",
+      "Search answers with several LLMs: AB-MCTS, population search, baselines (docs/SEARCH.md)");
   cmd->add_option("task", flags->task, "Search task (YAML)")->required();
   cmd->add_option("--out,-o", flags->out_dir,
                   "Output folder (default: <task name>-search in the current folder)");
