@@ -1,6 +1,7 @@
 // run_population and the coordinator's setup and loop (population_runner.h): opening or
 // resuming the database, the initial program, starting proposals, the main loop.
 #include "search/population_runner.h"
+#include "search/run_backends.h"
 
 namespace shoal::search {
 
@@ -148,15 +149,7 @@ namespace shoal {
 SearchRunSummary run_population(const SearchTask& task, const SearchRunOptions& options,
                                 const PopulationHooks& hooks) {
   std::vector<std::unique_ptr<LlmBackend>> owned;
-  std::vector<LlmBackend*> backends = options.backends;
-  if (backends.empty()) {
-    owned = make_search_backends(task);
-    for (const auto& b : owned) backends.push_back(b.get());
-  }
-  if (backends.size() != task.models.size()) {
-    throw ConfigError("run_population: " + std::to_string(backends.size()) + " backends for " +
-                      std::to_string(task.models.size()) + " models");
-  }
+  std::vector<LlmBackend*> backends = search::run_backends(task, options, owned, "run_population");
   search::PopulationRunner runner(task, options, hooks, std::move(backends));
   return runner.run();
 }

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "eval/template.h"
+#include "search/run_backends.h"
 #include "search/search_run_output.h"
 #include "shoal/error.h"
 #include "shoal/population.h"
@@ -421,15 +422,7 @@ namespace shoal {
 SearchRunSummary run_search(const SearchTask& task, const SearchRunOptions& options) {
   if (task.algorithm == "population") return run_population(task, options);
   std::vector<std::unique_ptr<LlmBackend>> owned;
-  std::vector<LlmBackend*> backends = options.backends;
-  if (backends.empty()) {
-    owned = make_search_backends(task);
-    for (const auto& b : owned) backends.push_back(b.get());
-  }
-  if (backends.size() != task.models.size()) {
-    throw ConfigError("run_search: " + std::to_string(backends.size()) + " backends for " +
-                      std::to_string(task.models.size()) + " models");
-  }
+  std::vector<LlmBackend*> backends = search::run_backends(task, options, owned, "run_search");
   search::Runner runner(task, options, std::move(backends));
   return runner.run();
 }
