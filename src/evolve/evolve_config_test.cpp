@@ -193,5 +193,16 @@ TEST_F(EvolveConfigTest, ClearErrors) {
   has("models: [", ":1: invalid YAML");
 }
 
+// The embedded default stays a valid config (its models and task files exist and its keys are
+// known).
+TEST(EvolveExample, TinyConfigLoads) {
+  const fs::path file = fs::path(__FILE__).parent_path().parent_path().parent_path() / "examples" /
+                        "tiny" / "evolve.yml";
+  const EvolveConfig c = load_evolve_config(file);
+  EXPECT_EQ(c.genome_kind, GenomeKind::kPs);
+  EXPECT_EQ(c.ps.models.size(), 2u);
+  EXPECT_EQ(c.fitness.tasks.size(), 2u);
+}
+
 }  // namespace
 }  // namespace shoal
