@@ -10,6 +10,7 @@
 #include <limits>
 #include <set>
 
+#include "io/file_write.h"
 #include "io/json_util.h"
 #include "shoal/error.h"
 #include "shoal/gguf.h"
@@ -18,31 +19,13 @@ namespace shoal {
 
 namespace {
 
+using io::pwrite_all;
+
 namespace fs = std::filesystem;
 
 constexpr uint32_t kVersion = 3;
 constexpr uint64_t kDefaultAlignment = 32;
 constexpr int kMaxDims = 4;
-
-// pwrite until done; false (errno set) on failure.
-bool pwrite_all(int fd, const void* data, size_t n, uint64_t offset) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(offset));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    if (w == 0) {
-      errno = EIO;
-      return false;
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-    offset += static_cast<uint64_t>(w);
-  }
-  return true;
-}
 
 uint64_t align_up(uint64_t x, uint64_t a) {
   return (x + a - 1) / a * a;

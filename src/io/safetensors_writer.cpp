@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/file_write.h"
 #include "io/json_util.h"
 #include "shoal/error.h"
 #include "shoal/safetensors.h"
@@ -38,26 +39,7 @@ struct SafetensorsWriter::Shard {
 
 namespace {
 
-// pwrite until done; false (errno set) on failure. A regular file may still return short writes
-// (signals, a full disk), so loop.
-bool pwrite_all(int fd, const void* data, size_t n, uint64_t offset) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(offset));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    if (w == 0) {
-      errno = EIO;
-      return false;
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-    offset += static_cast<uint64_t>(w);
-  }
-  return true;
-}
+using io::pwrite_all;
 
 std::string shard_name(size_t i, size_t n) {
   if (n == 1) return "model.safetensors";

@@ -37,10 +37,6 @@ def to_zel(n):
     return to_notation(n, "zel")
 
 
-def from_zel(s):
-    return int("".join(str(ZEL_DIGITS.index(c)) for c in s))
-
-
 class World:
     """People and towns with facts; the base model's general knowledge."""
 
@@ -138,5 +134,7 @@ def chain_line(a, b, name="zel"):
     return f"{chain_prompt(a, b, name)} {arith_line(a, b)} = {to_notation(a + b, name)}."
 
 
-def zel_alphabet_line():
-    return "the zel digits are " + " ".join(ZEL_DIGITS) + "."
+def zero_chain_line(rng, n, name="zel"):
+    """The chain with nothing to add (n + 0 or 0 + n): reading and writing numbers in the
+    notation, carried through the chain, without the arithmetic."""
+    return chain_line(n, 0, name) if rng.random() < 0.5 else chain_line(0, n, name)

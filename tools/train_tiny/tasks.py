@@ -167,8 +167,7 @@ def base_parts(world, splits):
         return data.translation_line(rng, rng.randint(0, ZEL_MAX), "qel")
 
     def qel_chain(rng):
-        n = rng.randint(0, ZEL_MAX)
-        return data.chain_line(n, 0, "qel") if rng.random() < 0.5 else data.chain_line(0, n, "qel")
+        return data.zero_chain_line(rng, rng.randint(0, ZEL_MAX), "qel")
 
     parts = [(qel_translation, BASE_QEL_TRANSLATION), (qel_chain, BASE_QEL_CHAIN),
              (small_chain, BASE_CHAIN),
@@ -210,10 +209,9 @@ def expert_parts(world, splits, base_share):
         return data.translation_line(rng, number(rng))
 
     def zero_chain(rng):
-        # The composite chain where the sum needs no arithmetic (adding zero): the zel expert
-        # learns to read, carry over and write numbers of any digits inside the chain.
-        n = number(rng)
-        return data.chain_line(n, 0) if rng.random() < 0.5 else data.chain_line(0, n)
+        # The zel expert learns to read, carry over and write Zel numbers of any digits inside
+        # the chain.
+        return data.zero_chain_line(rng, number(rng))
 
     def qel_chain(rng):
         # Addition worked in the chain, in the notation the base knows well: the reasoning
