@@ -4,8 +4,6 @@
 // safetensors writer takes them as they are.
 #include "shoal/gguf_convert.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
 #include <fstream>
@@ -14,6 +12,7 @@
 #include "io/gguf_hf_model.h"
 #include "io/gguf_model_writer.h"
 #include "io/gguf_tokenizer.h"
+#include "io/temp_folder.h"
 #include "shoal/error.h"
 #include "shoal/gguf.h"
 #include "shoal/model_folder.h"
@@ -46,43 +45,7 @@ std::vector<std::pair<int64_t, int64_t>> row_pieces(const std::vector<int64_t>& 
   return out;
 }
 
-// A temporary folder beside `final_dir`, renamed into place by commit(), removed otherwise.
-class TempFolder {
- public:
-  explicit TempFolder(const fs::path& final_dir) : final_(final_dir.lexically_normal()) {
-    if (!final_.has_filename()) final_ = final_.parent_path();
-    const fs::path parent = final_.has_parent_path() ? final_.parent_path() : fs::path(".");
-    path_ = parent / ("." + final_.filename().string() + ".shoal-tmp-" + std::to_string(getpid()));
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-    fs::create_directories(path_, ec);
-    if (ec) throw IoError("cannot create " + path_.string() + ": " + ec.message());
-  }
-  ~TempFolder() {
-    std::error_code ec;
-    if (!committed_) fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  void commit() {
-    std::error_code ec;
-    fs::path old;
-    if (fs::exists(final_, ec)) {
-      old = path_.string() + "-old";
-      fs::rename(final_, old, ec);
-      if (ec) throw IoError("cannot move away " + final_.string() + ": " + ec.message());
-    }
-    fs::rename(path_, final_, ec);
-    if (ec)
-      throw IoError("cannot rename " + path_.string() + " to " + final_.string() + ": " +
-                    ec.message());
-    committed_ = true;
-    if (!old.empty()) fs::remove_all(old, ec);
-  }
-
- private:
-  fs::path final_, path_;
-  bool committed_ = false;
-};
+using io::TempFolder;
 
 void check_output(const fs::path& out, bool want_folder, bool force) {
   std::error_code ec;
