@@ -150,12 +150,12 @@ def eval_task(work, n, context_chars):
     return task, records
 
 
-def eval_shoal(shoal, folder, task, a):
+def eval_shoal(shoal, folder, task, a, extra=()):
     times = []
     for _ in range(a.reps):
         t0 = time.perf_counter()
-        subprocess.run([shoal, "eval", folder, task, "--threads", str(a.threads)], check=True,
-                       capture_output=True)
+        subprocess.run([shoal, "eval", folder, task, "--threads", str(a.threads), *extra],
+                       check=True, capture_output=True)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -192,6 +192,8 @@ def main():
     p.add_argument("--prompt", type=int, default=16)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--skip-torch", action="store_true")
+    p.add_argument("--f32-weights", action="store_true",
+                   help="also run bf16 with ModelOptions::f32_weights (widened at load)")
     p.add_argument("--eval-samples", type=int, default=32,
                    help="records of the log-likelihood task (0: skip the evaluation part)")
     p.add_argument("--eval-context", type=int, default=400, help="context characters (= tokens)")
@@ -212,7 +214,10 @@ def main():
         total, per_tok = weight_bytes(folder)
         variants = [("shoal", ())]
         if dtype == "bfloat16":
-            variants.append(("shoal --f32-weights", ("--f32-weights",)))
+            # PyTorch's (and llama.cpp's) arithmetic: activations rounded to bf16 in products.
+            variants.append(("shoal --bf16-activations", ("--bf16-activations",)))
+            if a.f32_weights:
+                variants.append(("shoal --f32-weights", ("--f32-weights",)))
         res = {name: run_shoal(driver, folder, a, extra) for name, extra in variants}
         if not a.skip_torch:
             res["torch"] = run_torch(folder, a)
@@ -232,7 +237,9 @@ def main():
                 shutil.copytree(folder, efolder)
                 byte_tokenizer(efolder)
             task, records = eval_task(os.path.join(a.work, dtype), a.eval_samples, a.eval_context)
-            ev = {"shoal": eval_shoal(os.path.join(a.build, "shoal"), efolder, task, a)}
+            shoal = os.path.join(a.build, "shoal")
+            ev = {name: eval_shoal(shoal, efolder, task, a, extra) for name, extra in variants
+                  if "--f32-weights" not in extra}
             if not a.skip_torch:
                 ev["torch"] = eval_torch(efolder, records, a)
             for name, times in ev.items():
@@ -247,9 +254,12 @@ def main():
         print(f"| {dtype} | {name} | {pf:.0f} | {dc:.1f} | {pct:.0f}% | {same}/{a.decode} |")
     by = {(d, n): (pf, dc) for d, n, pf, dc, _, _ in rows}
     for dtype in a.dtypes.split(","):
-        if (dtype, "torch") in by:
-            s, t = by[(dtype, "shoal")], by[(dtype, "torch")]
-            print(f"{dtype}: shoal/torch prefill {s[0] / t[0]:.2f}x, decode {s[1] / t[1]:.2f}x")
+        if (dtype, "torch") not in by:
+            continue
+        t = by[(dtype, "torch")]
+        for (d, name), s in by.items():
+            if d == dtype and name != "torch":
+                print(f"{dtype}: {name}/torch prefill {s[0] / t[0]:.2f}x, decode {s[1] / t[1]:.2f}x")
     if eval_rows:
         print(f"\nEvaluation: multiple choice by log-likelihood, {a.eval_samples} records x 4 "
               f"choices, {a.eval_context}-token contexts (`shoal eval` wall time incl. start-up)")

@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   std::string model_dir;
   int threads = 2, batch = 8, tokens = 256, decode = 64, prompt = 16, reps = 3;
   bool f32_weights = false;
+  bool bf16_activations = false;
   app.add_option("model", model_dir)->required();
   app.add_option("--threads", threads);
   app.add_option("--batch", batch);
@@ -48,11 +49,13 @@ int main(int argc, char** argv) {
   app.add_option("--prompt", prompt);
   app.add_option("--reps", reps);
   app.add_flag("--f32-weights", f32_weights);
+  app.add_flag("--bf16-activations", bf16_activations);
   CLI11_PARSE(app, argc, argv);
   try {
     shoal::ModelOptions options;
     options.n_threads = threads;
     options.f32_weights = f32_weights;
+    options.bf16_activations = bf16_activations;
     const double t_load = now_s();
     const auto model = shoal::Model::load(shoal::open_folder_weights(model_dir), options);
     const double load_s = now_s() - t_load;

@@ -5,7 +5,7 @@
 //
 //   shoal_dump_logits MODEL --ids 1,2,3 [--ids 4,5] --out logits.npy [--mode MODE]
 //                     [--dump-layers DIR] [--prefill K] [--threads N] [--f32-weights]
-//                     [--max-batch-tokens N]
+//                     [--bf16-activations] [--max-batch-tokens N]
 //   shoal_dump_logits MODEL --ids 1 --generate 200 [--temperature T --top-k K --top-p P --seed S]
 //                     [--text]
 //   shoal_dump_logits --path PATH.json --ids 1,2,3 --out logits.npy [the options above]
@@ -243,6 +243,8 @@ int main(int argc, char** argv) {
   app.add_option("--prefill", o.prefill, "Tokens prefilled at once in the decode modes");
   app.add_option("--threads", o.model_options.n_threads, "Threads (0: all)");
   app.add_flag("--f32-weights", o.model_options.f32_weights, "Keep an f32 copy of the weights");
+  app.add_flag("--bf16-activations", o.model_options.bf16_activations,
+               "Round activations to BF16 in products with BF16 weights");
   app.add_option("--max-batch-tokens", o.model_options.max_batch_tokens);
   app.add_option("--generate", o.generate, "Sample this many tokens after the first --ids");
   app.add_option("--temperature", o.sampling.temperature);

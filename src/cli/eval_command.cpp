@@ -19,6 +19,7 @@ struct EvalFlags {
   std::string samples;
   size_t batch_size = 32;
   int threads = 0;
+  bool bf16_activations = false;
 };
 
 void run(const EvalFlags& flags) {
@@ -26,6 +27,7 @@ void run(const EvalFlags& flags) {
   const auto tasks = load_tasks(flags.tasks);
   ModelOptions options;
   options.n_threads = flags.threads;
+  options.bf16_activations = flags.bf16_activations;
   const LoadedModel loaded = load_model(flags.model, options);
   EvalOptions eval_options;
   if (flags.limit > 0) eval_options.limit = flags.limit;
@@ -51,6 +53,9 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--samples", flags->samples, "Write per-sample records (JSONL) to this file");
   cmd->add_option("--batch-size", flags->batch_size, "Requests per forward pass (default 32)");
   cmd->add_option("--threads", flags->threads, "Threads (default: all cores)");
+  cmd->add_flag("--bf16-activations", flags->bf16_activations,
+                "Round activations to BF16 in products with BF16 weights, as PyTorch and "
+                "llama.cpp do (faster prefill; default: f32-grade activations)");
   cmd->callback([flags] { run(*flags); });
 }
 

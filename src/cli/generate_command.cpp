@@ -28,6 +28,7 @@ struct GenerateFlags {
   int top_logprobs = 0;
   bool no_chat_template = false;
   int threads = 0;
+  bool bf16_activations = false;
 };
 
 // The prompt as token ids: through the model's chat template when it has a known one, as plain
@@ -87,6 +88,7 @@ nlohmann::json top_json(const Tokenizer& tokenizer, std::span<const float> logit
 void run(const GenerateFlags& flags) {
   ModelOptions options;
   options.n_threads = flags.threads;
+  options.bf16_activations = flags.bf16_activations;
   const LoadedModel loaded = load_model(flags.model, options);
   const Tokenizer& tokenizer = loaded.tokenizer;
   const auto ids = prompt_ids(tokenizer, flags, flags.model);
@@ -151,6 +153,9 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--no-chat-template", flags->no_chat_template,
                 "Send the prompt as plain text even when the model has a chat template");
   cmd->add_option("--threads", flags->threads, "Threads (default: all cores)");
+  cmd->add_flag("--bf16-activations", flags->bf16_activations,
+                "Round activations to BF16 in products with BF16 weights, as PyTorch and "
+                "llama.cpp do (faster prefill; default: f32-grade activations)");
   cmd->callback([flags] { run(*flags); });
 }
 

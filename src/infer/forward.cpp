@@ -17,7 +17,7 @@ namespace {
 struct Binder {
   ModelWeights& mw;
   const WeightSource& source;
-  bool f32_matrices;
+  const BindOptions& options;
 
   const float* to_f32(const TensorView& t) {
     auto buf = std::make_unique<float[]>(static_cast<size_t>(t.numel()));
@@ -31,7 +31,8 @@ struct Binder {
   Linear mat(const std::string& name, bool has_bias) {
     const TensorView t = *source.tensor(name);
     Linear l{t.dtype, t.data, t.shape[0], t.shape[1], nullptr};
-    if (f32_matrices && t.dtype != DType::kF32) {
+    l.bf16_activations = options.bf16_activations;
+    if (options.f32_matrices && t.dtype != DType::kF32) {
       l.data = reinterpret_cast<const std::byte*>(to_f32(t));
       l.dtype = DType::kF32;
     }
@@ -42,17 +43,17 @@ struct Binder {
 
 }  // namespace
 
-void bind_head(const ModelConfig& c, const WeightSource& source, bool f32_matrices,
+void bind_head(const ModelConfig& c, const WeightSource& source, const BindOptions& options,
                ModelWeights& mw) {
-  Binder b{mw, source, f32_matrices};
+  Binder b{mw, source, options};
   mw.embed = b.mat("model.embed_tokens.weight", false);
   mw.final_norm = b.vec("model.norm.weight");
   mw.lm_head = c.tie_word_embeddings ? mw.embed : b.mat("lm_head.weight", false);
 }
 
 LayerWeights bind_layer(const ModelConfig& c, const WeightSource& source, int64_t l,
-                        bool f32_matrices, ModelWeights& owner) {
-  Binder b{owner, source, f32_matrices};
+                        const BindOptions& options, ModelWeights& owner) {
+  Binder b{owner, source, options};
   auto name = [&](const char* rest) { return layer_tensor(l, rest); };
   LayerWeights lw;
   lw.attn_norm = b.vec(name("input_layernorm.weight"));
@@ -71,11 +72,12 @@ LayerWeights bind_layer(const ModelConfig& c, const WeightSource& source, int64_
   return lw;
 }
 
-ModelWeights bind_weights(const ModelConfig& c, const WeightSource& source, bool f32_matrices) {
+ModelWeights bind_weights(const ModelConfig& c, const WeightSource& source,
+                          const BindOptions& options) {
   ModelWeights mw;
-  bind_head(c, source, f32_matrices, mw);
+  bind_head(c, source, options, mw);
   for (int64_t l = 0; l < c.n_layers; ++l) {
-    mw.layers.push_back(bind_layer(c, source, l, f32_matrices, mw));
+    mw.layers.push_back(bind_layer(c, source, l, options, mw));
   }
   return mw;
 }

@@ -39,14 +39,21 @@ struct ModelWeights {
   size_t owned_bytes = 0;
 };
 
+// How matrices are bound (from ModelOptions).
+struct BindOptions {
+  bool f32_matrices = false;      // f32 copies of 16-bit matrices
+  bool bf16_activations = false;  // Linear::bf16_activations on every matrix
+};
+
 // Binds every tensor (check_tensors must have passed).
-ModelWeights bind_weights(const ModelConfig& c, const WeightSource& source, bool f32_matrices);
+ModelWeights bind_weights(const ModelConfig& c, const WeightSource& source,
+                          const BindOptions& options);
 // The pieces of bind_weights, for a LayerPath: the embeddings, final norm and output projection
 // into `mw`; one layer of `source` (f32 copies are owned by `owner`).
-void bind_head(const ModelConfig& c, const WeightSource& source, bool f32_matrices,
+void bind_head(const ModelConfig& c, const WeightSource& source, const BindOptions& options,
                ModelWeights& mw);
 LayerWeights bind_layer(const ModelConfig& c, const WeightSource& source, int64_t layer,
-                        bool f32_matrices, ModelWeights& owner);
+                        const BindOptions& options, ModelWeights& owner);
 
 // RoPE inverse frequencies [head_dim / 2], rounded to f32 as transformers computes them, with
 // Llama-3 scaling applied when configured.

@@ -6,8 +6,9 @@
 // repacked or copied; only the activations are packed, once per product, into the right
 // operand's pair-interleaved layout. To keep f32-grade activations, each activation is split
 // into hi = bf16(x) and lo = bf16(x - hi) and both are multiplied (x is then represented to
-// about 2^-17 relative; the BF16 x BF16 products are exact in f32). The sums are f32, as on the
-// other paths.
+// about 2^-17 relative; the BF16 x BF16 products are exact in f32). A model that rounds its
+// activations to BF16 (ModelOptions::bf16_activations, PyTorch's and llama.cpp's arithmetic)
+// multiplies hi alone: half the tile products. The sums are f32, as on the other paths.
 #pragma once
 
 #include <cstdint>
@@ -25,20 +26,22 @@ inline constexpr int64_t kAmxK = 32;
 // kernel granted this process the tile-data state, and SHOAL_NO_AMX is not set. Decided once.
 bool has_amx_kernels();
 
-// Activations x [m, k] split into hi/lo BF16 and packed for the tile unit: rows padded with
-// zeros to a multiple of 32, k a multiple of kAmxK. Tile (b, s) covers rows [16b, 16b + 16) and
-// columns [32s, 32s + 32); inside it, element (r, 2c + j) holds x[16b + c][32s + 2r + j].
+// Activations x [m, k] split into hi/lo BF16 (or hi alone) and packed for the tile unit: rows
+// padded with zeros to a multiple of 32, k a multiple of kAmxK. Tile (b, s) covers rows [16b, 16b +
+// 16) and columns [32s, 32s + 32); inside it, element (r, 2c + j) holds x[16b + c][32s + 2r + j].
 struct AmxActivations {
   std::vector<uint16_t> hi, lo;
+  bool has_lo = true;  // false: x rounded to BF16, lo not packed
   int64_t m = 0, m_pad = 0, k = 0;
   const uint16_t* tile(const std::vector<uint16_t>& part, int64_t block, int64_t step) const {
     return part.data() + (block * (k / kAmxK) + step) * kAmxRows * kAmxK;
   }
 };
 
-// Packs x (k % kAmxK == 0, has_amx_kernels()) into `out`, in parallel over row blocks.
+// Packs x (k % kAmxK == 0, has_amx_kernels()) into `out`, in parallel over row blocks; lo only
+// when with_lo.
 void amx_pack_activations(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, int64_t k,
-                          AmxActivations& out);
+                          bool with_lo, AmxActivations& out);
 
 // A slab of W rows in BF16 as the tile unit reads them: `rows` (a multiple of 32) rows of a.k
 // values, row r at hi + r * ld. F32 weights come split like the activations, W = hi + lo, and

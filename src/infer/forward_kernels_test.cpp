@@ -260,5 +260,75 @@ TEST(ForwardKernels, SharedInputEqualsSeparateProducts) {
   }
 }
 
+// x rounded to the nearest BF16 value (ties to even), written here from the format's definition
+// rather than with the library's conversion.
+float round_to_bf16(float x) {
+  uint32_t u = 0;
+  std::memcpy(&u, &x, sizeof(u));
+  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  std::memcpy(&x, &u, sizeof(u));
+  return x;
+}
+
+// With Linear::bf16_activations, every path multiplies BF16 weights by the activations rounded
+// to BF16: the result is the plain product of the rounded x within the f32 accumulation bound
+// (BF16 x BF16 products are exact in f32), and it is really coarser than the default's: the
+// rounding shows. F32 and F16 weights ignore the flag. Thread count never changes a bit.
+TEST(ForwardKernels, Bf16ActivationsRoundTheInputs) {
+  ThreadPool one(1), two(2);
+  struct Case {
+    int64_t m, n_out, n_in;
+  };
+  // Decode rows, AMX-sized products (and sgemm where AMX is absent), n_in off the AMX step.
+  const Case cases[] = {{1, 70, 64}, {3, 33, 100}, {40, 96, 64}, {300, 80, 96}, {37, 50, 88}};
+  for (const DType type : {DType::kBF16, DType::kF32, DType::kF16}) {
+    for (const Case& c : cases) {
+      const Stored w = store(random_floats(static_cast<size_t>(c.n_out * c.n_in), 40), type);
+      const auto bias = random_floats(static_cast<size_t>(c.n_out), 41);
+      const auto x = random_floats(static_cast<size_t>(c.m * c.n_in), 42);
+      auto x_rounded = x;
+      for (float& v : x_rounded) v = round_to_bf16(v);
+      const bool rounds = type == DType::kBF16;
+      Linear lin{type, w.bytes.data(), c.n_out, c.n_in, bias.data()};
+      lin.bf16_activations = true;
+      Linear exact = lin;
+      exact.bf16_activations = false;
+      const size_t n_y = static_cast<size_t>(c.m * c.n_out);
+      std::vector<float> want(n_y), got1(n_y), got2(n_y), plain(n_y);
+      linear_reference(exact, rounds ? x_rounded.data() : x.data(), c.n_in, c.m, want.data(),
+                       c.n_out, false);
+      linear(one, lin, x.data(), c.n_in, c.m, got1.data(), c.n_out, false);
+      linear(two, lin, x.data(), c.n_in, c.m, got2.data(), c.n_out, false);
+      linear(one, exact, x.data(), c.n_in, c.m, plain.data(), c.n_out, false);
+      ASSERT_EQ(got1, got2) << "thread count changed results";
+      double largest_change = 0.0;
+      for (int64_t i = 0; i < c.m; ++i) {
+        for (int64_t o = 0; o < c.n_out; ++o) {
+          const size_t k = static_cast<size_t>(i * c.n_out + o);
+          double mag = 1.0;
+          for (int64_t j = 0; j < c.n_in; ++j) {
+            mag += std::fabs(static_cast<double>(x[static_cast<size_t>(i * c.n_in + j)]) *
+                             w.values[static_cast<size_t>(o * c.n_in + j)]);
+          }
+          // As LinearPathsMatchReference; the AMX split of F32 W as well where it applies.
+          const bool amx = has_amx_kernels() && c.m > kGemvMaxRows && c.n_in % kAmxK == 0;
+          const double bound =
+              (2.0 * static_cast<double>(c.n_in + 2) * 0x1p-24 + (amx ? 0x1p-16 : 0.0)) * mag;
+          ASSERT_NEAR(got1[k], want[k], bound)
+              << dtype_name(type) << " m=" << c.m << " n_in=" << c.n_in << " i=" << i
+              << " o=" << o;
+          largest_change = std::max(largest_change, std::fabs(double{got1[k]} - plain[k]));
+        }
+      }
+      // Rounding x to 8 significant bits moves some output by far more than f32 noise.
+      if (rounds) {
+        EXPECT_GT(largest_change, 1e-3) << "m=" << c.m << " n_in=" << c.n_in;
+      } else {
+        EXPECT_EQ(largest_change, 0.0) << dtype_name(type) << " ignores the flag";
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace shoal::infer

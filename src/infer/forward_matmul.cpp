@@ -51,6 +51,38 @@ void gemv_rows(const Linear& w, const float* x, int64_t ldx, int64_t m, float* y
   }
 }
 
+// Whether the product rounds its activations to BF16 first.
+bool rounds_activations(const Linear& w) {
+  return w.bf16_activations && w.dtype == DType::kBF16;
+}
+
+// x [m, n] rounded to BF16 values, in f32, row stride n: the activations a rounding product
+// multiplies on paths that take f32 (the calling thread's buffer, valid until its next call).
+const float* rounded_rows(const float* x, int64_t ldx, int64_t m, int64_t n) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < static_cast<size_t>(m * n)) buf.resize(static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t k = 0; k < n; ++k) buf[i * n + k] = bf16_to_f32(f32_to_bf16(x[i * ldx + k]));
+  }
+  return buf.data();
+}
+
+// The row-by-row path: tasks of whole W rows.
+void gemv(ThreadPool& pool, const Linear& w, const float* x, int64_t ldx, int64_t m, float* y,
+          int64_t ldy, bool accumulate) {
+  const int64_t per_task = std::max<int64_t>(1, kGemvTaskElems / std::max<int64_t>(w.n_in, 1));
+  const int64_t n_tasks = (w.n_out + per_task - 1) / per_task;
+  const int64_t n = w.n_in;
+  if (rounds_activations(w)) {
+    x = rounded_rows(x, ldx, m, n);
+    ldx = n;
+  }
+  pool.parallel_for(static_cast<size_t>(n_tasks), [&](size_t t) {
+    const int64_t o0 = static_cast<int64_t>(t) * per_task;
+    gemv_rows(w, x, ldx, m, y, ldy, accumulate, o0, std::min(w.n_out, o0 + per_task));
+  });
+}
+
 void gemm_tile(const Linear& w, const float* x, int64_t ldx, int64_t m, float* y, int64_t ldy,
                bool accumulate, int64_t o0, int64_t n_o) {
   const float* b = reinterpret_cast<const float*>(w.row(o0));
@@ -86,18 +118,30 @@ void amx_linear(ThreadPool& pool, std::span<const LinearOutput> outputs, const f
   // worker thread's own instance.
   thread_local AmxActivations buffer;
   AmxActivations& packed = buffer;
-  amx_pack_activations(pool, x, ldx, m, outputs[0].w->n_in, packed);
+  amx_pack_activations(pool, x, ldx, m, outputs[0].w->n_in, !rounds_activations(*outputs[0].w),
+                       packed);
   const int64_t n_blocks = (packed.m_pad + kAmxTaskActivations - 1) / kAmxTaskActivations;
   // Task t of output j covers W rows [t * kAmxTaskRows, ...) of its whole 32-row pairs; one more
   // task per output does a remainder of < 32 rows through sgemm.
   std::vector<std::pair<size_t, int64_t>> tasks;  // (output, first W row or -1 for remainder)
+  bool has_remainder = false;
   for (size_t j = 0; j < outputs.size(); ++j) {
     const Linear& w = *outputs[j].w;
     const int64_t n_main = w.n_out / (2 * kAmxRows) * (2 * kAmxRows);
     for (int64_t o0 = 0; o0 < n_main; o0 += kAmxTaskRows) {
       for (int64_t b = 0; b < n_blocks; ++b) tasks.emplace_back(j, o0 * n_blocks + b);
     }
-    if (n_main < w.n_out) tasks.emplace_back(j, -1);
+    if (n_main < w.n_out) {
+      tasks.emplace_back(j, -1);
+      has_remainder = true;
+    }
+  }
+  // The remainder's sgemm takes f32 activations: rounded ones where the packing rounded.
+  const float* x_remainder = x;
+  int64_t ld_remainder = ldx;
+  if (has_remainder && !packed.has_lo) {
+    x_remainder = rounded_rows(x, ldx, m, packed.k);
+    ld_remainder = packed.k;
   }
   pool.parallel_for(tasks.size(), [&](size_t task) {
     const auto [j, where] = tasks[task];
@@ -106,7 +150,7 @@ void amx_linear(ThreadPool& pool, std::span<const LinearOutput> outputs, const f
     const int64_t ldy = outputs[j].ldy;
     const int64_t n_main = w.n_out / (2 * kAmxRows) * (2 * kAmxRows);
     if (where < 0) {
-      gemm_tile(w, x, ldx, m, y, ldy, accumulate, n_main, w.n_out - n_main);
+      gemm_tile(w, x_remainder, ld_remainder, m, y, ldy, accumulate, n_main, w.n_out - n_main);
       return;
     }
     const int64_t o0 = where / n_blocks, i0 = where % n_blocks * kAmxTaskActivations;
@@ -140,18 +184,17 @@ void linear(ThreadPool& pool, const Linear& w, const float* x, int64_t ldx, int6
             int64_t ldy, bool accumulate) {
   if (m <= 0) return;
   if (m <= kGemvMaxRows) {
-    const int64_t per_task = std::max<int64_t>(1, kGemvTaskElems / std::max<int64_t>(w.n_in, 1));
-    const int64_t n_tasks = (w.n_out + per_task - 1) / per_task;
-    pool.parallel_for(static_cast<size_t>(n_tasks), [&](size_t t) {
-      const int64_t o0 = static_cast<int64_t>(t) * per_task;
-      gemv_rows(w, x, ldx, m, y, ldy, accumulate, o0, std::min(w.n_out, o0 + per_task));
-    });
+    gemv(pool, w, x, ldx, m, y, ldy, accumulate);
     return;
   }
   if (amx_fits(w)) {
     const LinearOutput out{&w, y, ldy};
     amx_linear(pool, {&out, 1}, x, ldx, m, accumulate);
     return;
+  }
+  if (rounds_activations(w)) {
+    x = rounded_rows(x, ldx, m, w.n_in);
+    ldx = w.n_in;
   }
   const int64_t tr = tile_rows(w.n_in);
   const int64_t n_tiles = (w.n_out + tr - 1) / tr;
@@ -169,7 +212,8 @@ void linear_shared(ThreadPool& pool, std::span<const LinearOutput> outputs, cons
                    int64_t ldx, int64_t m) {
   const bool all_amx =
       m > kGemvMaxRows && std::all_of(outputs.begin(), outputs.end(), [&](auto& o) {
-        return amx_fits(*o.w) && o.w->n_in == outputs[0].w->n_in;
+        return amx_fits(*o.w) && o.w->n_in == outputs[0].w->n_in &&
+               rounds_activations(*o.w) == rounds_activations(*outputs[0].w);
       });
   if (all_amx && !outputs.empty()) {
     amx_linear(pool, outputs, x, ldx, m, false);

@@ -6,7 +6,8 @@
 // - few activation rows (decoding): each W row is dotted with every activation row, converted to
 //   f32 in registers (the row stays in L1 across the activation rows). Bandwidth-bound: reads W
 //   once, at its stored width.
-// - many rows (prefill, batched scoring): tiles of W are converted to f32 and multiplied by
+// - many rows (prefill, batched scoring): the AMX tile unit for BF16 and F32 weights where the
+//   CPU has it (forward_amx.h); otherwise tiles of W are converted to f32 and multiplied by
 //   single-threaded OpenBLAS sgemm (the model's pool supplies the threads). The conversion is
 //   O(tile) per O(rows x tile) flops, i.e. a few percent once a block has hundreds of rows.
 #pragma once
@@ -28,6 +29,10 @@ struct Linear {
   int64_t n_out = 0;
   int64_t n_in = 0;
   const float* bias = nullptr;
+  // Round the activations to BF16 before multiplying (BF16 weights only; ModelOptions::
+  // bf16_activations): the arithmetic of PyTorch's bf16 modules and llama.cpp, one AMX product
+  // per output instead of two. Otherwise the products keep f32-grade activations.
+  bool bf16_activations = false;
 
   const std::byte* row(int64_t o) const {
     return data + static_cast<size_t>(o) * static_cast<size_t>(n_in) * dtype_size(dtype);

@@ -62,7 +62,7 @@ void check_compatible(const ModelConfig& head, const std::string& head_name, con
 }  // namespace
 
 PathModel bind_path(const std::vector<std::shared_ptr<const WeightSource>>& sources,
-                    const LayerPath& path, bool f32_matrices) {
+                    const LayerPath& path, const BindOptions& options) {
   if (sources.empty()) throw ConfigError("Model::load_path: no weight sources");
   const int n = static_cast<int>(sources.size());
   if (path.head_source < 0 || path.head_source >= n) {
@@ -86,7 +86,7 @@ PathModel bind_path(const std::vector<std::shared_ptr<const WeightSource>>& sour
   PathModel pm;
   pm.config = configs[head];
   pm.config.n_layers = static_cast<int64_t>(path.steps.size());
-  bind_head(configs[head], *sources[head], f32_matrices, pm.weights);
+  bind_head(configs[head], *sources[head], options, pm.weights);
   // Each distinct (source, layer) is bound once; a repeated layer shares its views and copies.
   std::map<std::pair<int, int64_t>, LayerWeights> bound;
   for (size_t k = 0; k < path.steps.size(); ++k) {
@@ -109,7 +109,7 @@ PathModel bind_path(const std::vector<std::shared_ptr<const WeightSource>>& sour
     if (it == bound.end()) {
       it = bound
                .emplace(std::pair{s.source, s.layer},
-                        bind_layer(c, *sources[s.source], s.layer, f32_matrices, pm.weights))
+                        bind_layer(c, *sources[s.source], s.layer, options, pm.weights))
                .first;
     }
     pm.weights.layers.push_back(it->second);

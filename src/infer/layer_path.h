@@ -20,6 +20,6 @@ struct PathModel {
 // invalid, two sources disagree on the architecture or on anything a layer depends on, a step
 // names an unknown source or layer, or a scale is not finite; FormatError for a bad tensor.
 PathModel bind_path(const std::vector<std::shared_ptr<const WeightSource>>& sources,
-                    const LayerPath& path, bool f32_matrices);
+                    const LayerPath& path, const BindOptions& options);
 
 }  // namespace shoal::infer

@@ -38,6 +38,12 @@ struct ModelImpl {
   }
 };
 
+namespace {
+BindOptions bind_options(const ModelOptions& options) {
+  return {options.f32_weights, options.bf16_activations};
+}
+}  // namespace
+
 }  // namespace infer
 
 Model::Model(std::unique_ptr<infer::ModelImpl> impl) : impl_(std::move(impl)) {}
@@ -56,7 +62,7 @@ Model Model::load(std::unique_ptr<WeightSource> weights, const ModelOptions& opt
   m->options = options;
   m->source = std::move(weights);
   infer::use_single_threaded_blas();
-  m->weights = infer::bind_weights(m->config, *m->source, options.f32_weights);
+  m->weights = infer::bind_weights(m->config, *m->source, infer::bind_options(options));
   m->pool = std::make_unique<ThreadPool>(options.n_threads);
   m->forward = std::make_unique<infer::Forward>(m->config, m->weights, *m->pool);
   return Model(std::move(m));
@@ -68,7 +74,7 @@ Model Model::load_path(std::vector<std::shared_ptr<const WeightSource>> sources,
     throw ConfigError("Model::load_path: max_batch_tokens must be at least 1");
   }
   auto m = std::make_unique<infer::ModelImpl>();
-  infer::PathModel pm = infer::bind_path(sources, path, options.f32_weights);
+  infer::PathModel pm = infer::bind_path(sources, path, infer::bind_options(options));
   m->config = pm.config;
   m->weights = std::move(pm.weights);
   m->options = options;
