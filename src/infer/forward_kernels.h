@@ -16,6 +16,17 @@ namespace shoal::infer {
 // registers: the decode path's inner loop, bound by reading w once at its stored width.
 float dot_row(DType type, const std::byte* w, const float* x, int64_t n);
 
+// The BF16 decode loop on AVX-512 (has_paired_bf16_kernel(); a plain loop elsewhere): x in pair
+// order, made by
+// to_pair_order once per activation row, where each whole block of 32 values holds its 16
+// even-indexed values and then its 16 odd-indexed ones (a tail of n % 32 stays in place). Two
+// BF16 weights share a 32-bit lane, so this order lets the loop take 64 weight bytes at a time
+// and make their f32 values with one shift or mask each instead of widening. Same products as
+// dot_row, summed in another order.
+bool has_paired_bf16_kernel();
+void to_pair_order(const float* x, int64_t n, float* out);
+float dot_row_bf16_paired(const std::byte* w, const float* x_paired, int64_t n);
+
 // dst[i] = src element i as f32 (src: F32, F16 or BF16 bytes, any alignment). Exact.
 void convert_to_f32(DType type, const std::byte* src, float* dst, int64_t n);
 

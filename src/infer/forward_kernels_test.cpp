@@ -127,6 +127,33 @@ TEST(ForwardKernels, DotRowConvertsInRegisters) {
   }
 }
 
+// The paired BF16 loop (the AVX-512 one where the CPU has it): x put in pair order (each block of
+// 32: even-indexed values, then odd), against the float64 product, for sizes around the 32- and
+// 64-value steps, unaligned rows.
+TEST(ForwardKernels, PairedBf16DotRow) {
+  const int64_t sizes[] = {0, 1, 31, 32, 33, 63, 64, 65, 95, 96, 97, 128, 768, 2050};
+  for (const int64_t n : sizes) {
+    const Stored w = store(random_floats(static_cast<size_t>(n) + 1, 12), DType::kBF16);
+    const auto x = random_floats(static_cast<size_t>(n), 13);
+    std::vector<float> paired(static_cast<size_t>(n));
+    to_pair_order(x.data(), n, paired.data());
+    for (int64_t b = 0; b + 32 <= n; b += 32) {  // the order, by hand
+      for (int64_t j = 0; j < 16; ++j) {
+        ASSERT_EQ(paired[static_cast<size_t>(b + j)], x[static_cast<size_t>(b + 2 * j)]);
+        ASSERT_EQ(paired[static_cast<size_t>(b + 16 + j)], x[static_cast<size_t>(b + 2 * j + 1)]);
+      }
+    }
+    const std::byte* row = w.bytes.data() + 2;  // an odd element: unaligned loads
+    double exact = 0.0, mag = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      exact += static_cast<double>(x[i]) * w.values[i + 1];
+      mag += std::fabs(static_cast<double>(x[i]) * w.values[i + 1]);
+    }
+    const double bound = static_cast<double>(n + 1) * 0x1p-24 * mag + 1e-30;
+    EXPECT_NEAR(dot_row_bf16_paired(row, paired.data(), n), exact, bound) << n;
+  }
+}
+
 TEST(ForwardKernels, RmsNormSiluRopeByHand) {
   const float x[4] = {1.0f, -2.0f, 3.0f, -4.0f};  // mean of squares 7.5
   const float w[4] = {1.0f, 0.5f, 2.0f, -1.0f};
@@ -315,8 +342,7 @@ TEST(ForwardKernels, Bf16ActivationsRoundTheInputs) {
           const double bound =
               (2.0 * static_cast<double>(c.n_in + 2) * 0x1p-24 + (amx ? 0x1p-16 : 0.0)) * mag;
           ASSERT_NEAR(got1[k], want[k], bound)
-              << dtype_name(type) << " m=" << c.m << " n_in=" << c.n_in << " i=" << i
-              << " o=" << o;
+              << dtype_name(type) << " m=" << c.m << " n_in=" << c.n_in << " i=" << i << " o=" << o;
           largest_change = std::max(largest_change, std::fabs(double{got1[k]} - plain[k]));
         }
       }

@@ -77,6 +77,25 @@ void gemv(ThreadPool& pool, const Linear& w, const float* x, int64_t ldx, int64_
     x = rounded_rows(x, ldx, m, n);
     ldx = n;
   }
+  if (w.dtype == DType::kBF16 && has_paired_bf16_kernel()) {
+    // The caller's buffer, named by a reference: a lambda naming a thread_local would see the
+    // worker thread's own instance.
+    thread_local std::vector<float> paired_buffer;
+    std::vector<float>& paired = paired_buffer;
+    if (paired.size() < static_cast<size_t>(m * n)) paired.resize(static_cast<size_t>(m * n));
+    for (int64_t i = 0; i < m; ++i) to_pair_order(x + i * ldx, n, paired.data() + i * n);
+    pool.parallel_for(static_cast<size_t>(n_tasks), [&](size_t t) {
+      const int64_t o0 = static_cast<int64_t>(t) * per_task;
+      for (int64_t o = o0; o < std::min(w.n_out, o0 + per_task); ++o) {
+        const float b = w.bias != nullptr ? w.bias[o] : 0.0f;
+        for (int64_t i = 0; i < m; ++i) {
+          const float dot = dot_row_bf16_paired(w.row(o), paired.data() + i * n, n);
+          store(y + i * ldy + o, dot + b, accumulate);
+        }
+      }
+    });
+    return;
+  }
   pool.parallel_for(static_cast<size_t>(n_tasks), [&](size_t t) {
     const int64_t o0 = static_cast<int64_t>(t) * per_task;
     gemv_rows(w, x, ldx, m, y, ldy, accumulate, o0, std::min(w.n_out, o0 + per_task));
