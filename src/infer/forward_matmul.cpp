@@ -40,17 +40,6 @@ void store(float* y, float v, bool accumulate) {
   *y = accumulate ? *y + v : v;
 }
 
-// Rows [o0, o1) of W against all m activation rows; a W row stays in L1 across the m rows.
-void gemv_rows(const Linear& w, const float* x, int64_t ldx, int64_t m, float* y, int64_t ldy,
-               bool accumulate, int64_t o0, int64_t o1) {
-  for (int64_t o = o0; o < o1; ++o) {
-    const float b = w.bias != nullptr ? w.bias[o] : 0.0f;
-    for (int64_t i = 0; i < m; ++i) {
-      store(y + i * ldy + o, dot_row(w.dtype, w.row(o), x + i * ldx, w.n_in) + b, accumulate);
-    }
-  }
-}
-
 // Whether the product rounds its activations to BF16 first.
 bool rounds_activations(const Linear& w) {
   return w.bf16_activations && w.dtype == DType::kBF16;
@@ -67,38 +56,59 @@ const float* rounded_rows(const float* x, int64_t ldx, int64_t m, int64_t n) {
   return buf.data();
 }
 
-// The row-by-row path: tasks of whole W rows.
-void gemv(ThreadPool& pool, const Linear& w, const float* x, int64_t ldx, int64_t m, float* y,
-          int64_t ldy, bool accumulate) {
-  const int64_t per_task = std::max<int64_t>(1, kGemvTaskElems / std::max<int64_t>(w.n_in, 1));
-  const int64_t n_tasks = (w.n_out + per_task - 1) / per_task;
+// The activations of the row-by-row path, as its loop reads them: rounded where the product
+// rounds, in pair order for the paired BF16 loop (in the calling thread's buffers).
+struct GemvInput {
+  const float* x;
+  int64_t ldx;
+  bool paired;
+};
+
+GemvInput prepare_gemv(const Linear& w, const float* x, int64_t ldx, int64_t m) {
   const int64_t n = w.n_in;
   if (rounds_activations(w)) {
     x = rounded_rows(x, ldx, m, n);
     ldx = n;
   }
-  if (w.dtype == DType::kBF16 && has_paired_bf16_kernel()) {
-    // The caller's buffer, named by a reference: a lambda naming a thread_local would see the
-    // worker thread's own instance.
-    thread_local std::vector<float> paired_buffer;
-    std::vector<float>& paired = paired_buffer;
-    if (paired.size() < static_cast<size_t>(m * n)) paired.resize(static_cast<size_t>(m * n));
-    for (int64_t i = 0; i < m; ++i) to_pair_order(x + i * ldx, n, paired.data() + i * n);
-    pool.parallel_for(static_cast<size_t>(n_tasks), [&](size_t t) {
-      const int64_t o0 = static_cast<int64_t>(t) * per_task;
-      for (int64_t o = o0; o < std::min(w.n_out, o0 + per_task); ++o) {
-        const float b = w.bias != nullptr ? w.bias[o] : 0.0f;
-        for (int64_t i = 0; i < m; ++i) {
-          const float dot = dot_row_bf16_paired(w.row(o), paired.data() + i * n, n);
-          store(y + i * ldy + o, dot + b, accumulate);
-        }
-      }
-    });
-    return;
+  if (w.dtype != DType::kBF16 || !has_paired_bf16_kernel()) return {x, ldx, false};
+  thread_local std::vector<float> paired;
+  if (paired.size() < static_cast<size_t>(m * n)) paired.resize(static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m; ++i) to_pair_order(x + i * ldx, n, paired.data() + i * n);
+  return {paired.data(), n, true};
+}
+
+// Rows [o0, o1) of W against all m activation rows; a W row stays in L1 across the m rows.
+void gemv_rows(const Linear& w, const GemvInput& in, int64_t m, float* y, int64_t ldy,
+               bool accumulate, int64_t o0, int64_t o1) {
+  for (int64_t o = o0; o < o1; ++o) {
+    const float b = w.bias != nullptr ? w.bias[o] : 0.0f;
+    for (int64_t i = 0; i < m; ++i) {
+      const float* xi = in.x + i * in.ldx;
+      const float dot = in.paired ? dot_row_bf16_paired(w.row(o), xi, w.n_in)
+                                  : dot_row(w.dtype, w.row(o), xi, w.n_in);
+      store(y + i * ldy + o, dot + b, accumulate);
+    }
   }
-  pool.parallel_for(static_cast<size_t>(n_tasks), [&](size_t t) {
-    const int64_t o0 = static_cast<int64_t>(t) * per_task;
-    gemv_rows(w, x, ldx, m, y, ldy, accumulate, o0, std::min(w.n_out, o0 + per_task));
+}
+
+// The row-by-row path for products of one x (one call, or q/k/v, gate/up sharing their input
+// and dtype): tasks of whole W rows of every output in one parallel loop, so a decoded token
+// waits for the pool once per group rather than once per matrix.
+void gemv(ThreadPool& pool, std::span<const LinearOutput> outputs, const float* x, int64_t ldx,
+          int64_t m, bool accumulate) {
+  const GemvInput in = prepare_gemv(*outputs[0].w, x, ldx, m);
+  std::vector<std::pair<size_t, int64_t>> tasks;  // (output, first W row)
+  for (size_t j = 0; j < outputs.size(); ++j) {
+    const Linear& w = *outputs[j].w;
+    const int64_t per_task = std::max<int64_t>(1, kGemvTaskElems / std::max<int64_t>(w.n_in, 1));
+    for (int64_t o0 = 0; o0 < w.n_out; o0 += per_task) tasks.emplace_back(j, o0);
+  }
+  pool.parallel_for(tasks.size(), [&](size_t t) {
+    const auto [j, o0] = tasks[t];
+    const Linear& w = *outputs[j].w;
+    const int64_t per_task = std::max<int64_t>(1, kGemvTaskElems / std::max<int64_t>(w.n_in, 1));
+    gemv_rows(w, in, m, outputs[j].y, outputs[j].ldy, accumulate, o0,
+              std::min(w.n_out, o0 + per_task));
   });
 }
 
@@ -203,7 +213,8 @@ void linear(ThreadPool& pool, const Linear& w, const float* x, int64_t ldx, int6
             int64_t ldy, bool accumulate) {
   if (m <= 0) return;
   if (m <= kGemvMaxRows) {
-    gemv(pool, w, x, ldx, m, y, ldy, accumulate);
+    const LinearOutput out{&w, y, ldy};
+    gemv(pool, {&out, 1}, x, ldx, m, accumulate);
     return;
   }
   if (amx_fits(w)) {
@@ -229,12 +240,21 @@ void linear(ThreadPool& pool, const Linear& w, const float* x, int64_t ldx, int6
 
 void linear_shared(ThreadPool& pool, std::span<const LinearOutput> outputs, const float* x,
                    int64_t ldx, int64_t m) {
+  if (outputs.empty() || m <= 0) return;
+  // One preparation of x serves all outputs when they read it alike.
+  const Linear& first = *outputs[0].w;
+  const bool alike = std::all_of(outputs.begin(), outputs.end(), [&](const LinearOutput& o) {
+    return o.w->n_in == first.n_in && o.w->dtype == first.dtype &&
+           rounds_activations(*o.w) == rounds_activations(first);
+  });
+  if (alike && m <= kGemvMaxRows) {
+    gemv(pool, outputs, x, ldx, m, false);
+    return;
+  }
   const bool all_amx =
-      m > kGemvMaxRows && std::all_of(outputs.begin(), outputs.end(), [&](auto& o) {
-        return amx_fits(*o.w) && o.w->n_in == outputs[0].w->n_in &&
-               rounds_activations(*o.w) == rounds_activations(*outputs[0].w);
-      });
-  if (all_amx && !outputs.empty()) {
+      alike && m > kGemvMaxRows &&
+      std::all_of(outputs.begin(), outputs.end(), [](auto& o) { return amx_fits(*o.w); });
+  if (all_amx) {
     amx_linear(pool, outputs, x, ldx, m, false);
     return;
   }
