@@ -7,6 +7,8 @@
 #include <limits>
 #include <vector>
 
+#include "infer/forward_kernels.h"
+
 namespace shoal::infer {
 namespace {
 
@@ -58,16 +60,9 @@ void run_task(const AttentionShape& s, const AttentionSegment& seg, const Task& 
       const int64_t hi = pos;
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t j = lo; j <= hi; ++j) mx = std::max(mx, row[j - k0]);
-      double sum = 0.0;
-      for (int64_t j = 0; j < nk; ++j) {
-        const int64_t p = k0 + j;
-        if (p < lo || p > hi) {
-          row[j] = 0.0f;
-        } else {
-          row[j] = std::exp(row[j] - mx);
-          sum += row[j];
-        }
-      }
+      std::fill(row, row + (lo - k0), 0.0f);
+      std::fill(row + (hi - k0 + 1), row + nk, 0.0f);
+      const double sum = exp_shifted_sum(row + (lo - k0), mx, hi - lo + 1);
       const float inv = static_cast<float>(1.0 / sum);
       for (int64_t j = lo - k0; j <= hi - k0; ++j) row[j] *= inv;
     }

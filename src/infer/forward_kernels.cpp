@@ -338,7 +338,32 @@ namespace {
   return i;
 }
 
+// exp(row[j] - shift) in place for 16 lanes at a time; returns how many were done and adds
+// their sum, lane sums taken in f32 per 16 and accumulated in double, to *sum.
+[[gnu::target("avx512f,avx512bw,avx2,fma,f16c")]] int64_t exp_shifted_avx512(float* row,
+                                                                             float shift, int64_t n,
+                                                                             double* sum) {
+  const __m512 s = _mm512_set1_ps(shift);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(row + i), s));
+    _mm512_storeu_ps(row + i, e);
+    *sum += static_cast<double>(_mm512_reduce_add_ps(e));
+  }
+  return i;
+}
+
 }  // namespace
+
+double exp_shifted_sum(float* row, float shift, int64_t n) {
+  double sum = 0.0;
+  const int64_t done = kHasAvx512 ? exp_shifted_avx512(row, shift, n, &sum) : 0;
+  for (int64_t i = done; i < n; ++i) {
+    row[i] = std::exp(row[i] - shift);
+    sum += row[i];
+  }
+  return sum;
+}
 
 void silu_mul(float* gate, const float* up, int64_t n) {
   const int64_t done = kHasAvx512 ? silu_mul_avx512(gate, up, n) : 0;

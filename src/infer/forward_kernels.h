@@ -38,6 +38,10 @@ float dot(const float* a, const float* b, int64_t n);
 // out may alias x.
 void rms_norm(const float* x, const float* w, int64_t n, double eps, float* out);
 
+// row[i] = exp(row[i] - shift) for i < n (softmax numerators); returns their sum, accumulated
+// in double. The AVX-512 exp is within an f32 ulp of the correctly rounded one.
+double exp_shifted_sum(float* row, float shift, int64_t n);
+
 // gate[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)).
 void silu_mul(float* gate, const float* up, int64_t n);
 

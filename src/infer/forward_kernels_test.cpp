@@ -200,6 +200,26 @@ TEST(ForwardKernels, SiluMulMatchesDoubleReference) {
   }
 }
 
+// Softmax numerators and their sum against double-precision math, scores down to where exp
+// underflows in f32 (the vector exp clamps at -100: 3.7e-44 instead of 0, far below any sum).
+TEST(ForwardKernels, ExpShiftedSumMatchesDoubleReference) {
+  for (const int64_t n : {int64_t{1}, int64_t{15}, int64_t{16}, int64_t{17}, int64_t{300}}) {
+    auto row = random_floats(static_cast<size_t>(n), 33, 60.0f);
+    row[0] = -140.0f;
+    const float shift = 25.0f;
+    auto got = row;
+    const double sum = exp_shifted_sum(got.data(), shift, n);
+    double want_sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float arg = row[i] - shift;  // the subtraction is f32, as in the kernel
+      const double want = std::exp(static_cast<double>(arg));
+      want_sum += want;
+      ASSERT_NEAR(got[i], want, 4e-7 * want + 1e-40) << "score " << row[i];
+    }
+    EXPECT_NEAR(sum, want_sum, 1e-6 * want_sum + 1e-40) << n;
+  }
+}
+
 // Both matrix-product paths against the scalar reference, for activation row counts on either
 // side of kGemvMaxRows and of the 512-row GEMM block, weight rows crossing several tiles, with
 // bias and accumulation, and bit-identical results for 1 and 3 threads.
