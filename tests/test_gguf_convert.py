@@ -3,7 +3,9 @@ formats (gguf_testlib: a GGUF reader, llama.cpp's Q8_0 reference quantizer and i
 Q/K permutation, in NumPy): HF -> GGUF -> HF round trips bit for bit (F32, F16, BF16) for Llama,
 Mistral, Qwen2 and Qwen3; the GGUF's names, types, metadata and permuted rows; Q8_0 blocks byte
 for byte; merges written as GGUF and merges of GGUF sources against NumPy merges; damaged GGUF
-files ending in one error line. llama.cpp itself is the peer in test_gguf_llamacpp.py."""
+files ending in one error line; `shoal inspect` of GGUF files against the reader here (a
+hand-made file with every value type, and stories260K.gguf). llama.cpp itself is the peer in
+test_gguf_llamacpp.py."""
 import json
 import os
 import unittest
@@ -297,6 +299,102 @@ class GgufConvert(tl.ShoalTestCase):
         proc = self.convert(model.path, self.tmp / "y.gguf", ok=False)
         self.assert_error(proc, "config key 'rope_scaling' has rope_type 'yarn'")
         self.assertEqual(sorted(p.name for p in self.tmp.iterdir()), ["hf", "x.gguf"])
+
+
+TYPE_NAMES = {gg.U8: "u8", gg.I8: "i8", gg.U16: "u16", gg.I16: "i16", gg.U32: "u32",
+              gg.I32: "i32", gg.F32: "f32", gg.BOOL: "bool", gg.STRING: "string", gg.U64: "u64",
+              gg.I64: "i64", gg.F64: "f64"}
+STORIES = (Path(os.environ.get("SHOAL_SHARED_DATA") or tl.REPO.parent / "shared" / "data")
+           / "stories260k" / "stories260K.gguf")
+
+
+class GgufInspect(tl.ShoalTestCase):
+    def inspect_json(self, path):
+        proc = tl.run_shoal(["inspect", path, "--json"])
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        return json.loads(proc.stdout)
+
+    def check_against_reader(self, path, got):
+        f = gg.GgufFile(path)
+        self.assertEqual(got["format"], "gguf")
+        self.assertEqual(got["version"], f.version)
+        self.assertEqual(list(got["metadata"]), list(f.metadata))
+        for key, (t, v) in f.metadata.items():
+            entry = got["metadata"][key]
+            if t != gg.ARRAY:
+                self.assertEqual(entry["type"], TYPE_NAMES[t], key)
+                if t in (gg.F32, gg.F64):
+                    self.assertEqual(entry["value"], float(v), key)
+                else:
+                    self.assertEqual(entry["value"], v, key)
+                continue
+            et, items = v
+            self.assertEqual((entry["type"], entry["element_type"]), ("array", TYPE_NAMES[et]))
+            self.assertEqual(entry["length"], len(items), key)
+            shown = items if len(items) <= 64 else items[:16]
+            self.assertEqual(entry["truncated"], len(items) > 64, key)
+            self.assertEqual(entry["values"], [float(x) if et == gg.F32 else x for x in shown])
+        self.assertEqual([t["name"] for t in got["tensors"]], list(f.tensors))
+        params = 0
+        for t in got["tensors"]:
+            ggml_type, shape, raw = f.tensors[t["name"]]
+            self.assertEqual((t["type"], t["shape"], t["bytes"]),
+                             (gg.GGML_NAMES[ggml_type], shape, len(raw)), t["name"])
+            params += int(np.prod(shape))
+        self.assertEqual(got["parameters"], params)
+
+    def test_every_value_type_and_tensor_type(self):
+        meta = [("general.architecture", gg.STRING, "llama"), ("u8", gg.U8, 200),
+                ("i8", gg.I8, -100), ("u16", gg.U16, 60000), ("i16", gg.I16, -30000),
+                ("u32", gg.U32, 4000000000), ("i32", gg.I32, -2000000000),
+                ("f32", gg.F32, 0.1), ("bool", gg.BOOL, True), ("u64", gg.U64, 2 ** 63 + 5),
+                ("i64", gg.I64, -(2 ** 62)), ("f64", gg.F64, -2.5e300),
+                ("text", gg.STRING, "tab\there, é, \u0001"),
+                ("short", gg.ARRAY, (gg.I32, [1, -2, 3])),
+                ("long", gg.ARRAY, (gg.STRING, [f"tok{i}" for i in range(100)])),
+                ("floats", gg.ARRAY, (gg.F32, [0.5 * i for i in range(64)]))]
+        q8 = gg.quantize_q8_0(np.linspace(-1, 1, 64))
+        tensors = [("a", gg.GGML_F32, [2, 32], np.arange(64, dtype="<f4").tobytes()),
+                   ("b", gg.GGML_F16, [32], np.ones(32, "<f2").tobytes()),
+                   ("c", gg.GGML_BF16, [3, 32], np.zeros(96, "<u2").tobytes()),
+                   ("d", gg.GGML_Q8_0, [2, 32], q8)]
+        path = self.tmp / "all.gguf"
+        path.write_bytes(gg.build(meta, tensors))
+        self.check_against_reader(path, self.inspect_json(path))
+        # The text form: one line per key and per tensor, control characters escaped.
+        proc = tl.run_shoal(["inspect", path])
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        lines = proc.stdout.splitlines()
+        self.assertIn("format:        GGUF v3", lines)
+        self.assertIn("parameters:    256 (256)", lines)
+        row = {ln.split()[0]: ln.split(None, 2)[1:] for ln in lines if ln.startswith("  ")}
+        self.assertEqual(row["u64"], ["u64", str(2 ** 63 + 5)])
+        self.assertEqual(row["long"][0], "string[100]")
+        self.assertTrue(row["long"][1].startswith('["tok0", "tok1", '), row["long"])
+        self.assertEqual(row["text"], ["string", '"tab\\x09here, é, \\x01"'])
+        # Offsets as gg.build lays the data out: 256, 64 and 192 bytes, aligned to 32.
+        self.assertEqual([t["offset"] for t in self.inspect_json(path)["tensors"]],
+                         [0, 256, 320, 512])
+        self.assertEqual((row["d"][0], row["d"][1].split()), ("Q8_0", ["[2,", "32]", "512"]))
+
+    def test_stories260k(self):
+        self.assertTrue(STORIES.exists(), f"{STORIES} missing: set SHOAL_SHARED_DATA")
+        got = self.inspect_json(STORIES)
+        self.check_against_reader(STORIES, got)
+        self.assertEqual(got["architecture"], "llama")
+        self.assertEqual(got["metadata"]["tokenizer.ggml.tokens"]["length"], 512)
+
+    def test_damaged_file_is_one_line(self):
+        path = self.tmp / "cut.gguf"
+        good = gg.build([("general.architecture", gg.STRING, "llama")],
+                        [("w", gg.GGML_F32, [4, 16], np.zeros(64, "<f4").tobytes())])
+        path.write_bytes(good[:-10])
+        proc = tl.run_shoal(["inspect", path])
+        self.assert_error(proc, str(path) + ": ", "runs past the end")
+        # A GGUF file under another name is still read as GGUF (by its magic).
+        other = self.tmp / "model.bin"
+        other.write_bytes(good)
+        self.assertEqual(self.inspect_json(other)["tensors"][0]["name"], "w")
 
 
 def unpermute_qk(w, n_head):

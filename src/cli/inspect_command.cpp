@@ -1,5 +1,6 @@
-// shoal inspect PATH [--json]: what a model folder or a single safetensors file holds. Opening
-// through the library validates every file; this file only formats what ModelFolder reports.
+// shoal inspect PATH [--json]: what a model folder, a single safetensors file or a GGUF file
+// holds. Opening through the library validates every file; this file only formats what
+// ModelFolder reports (inspect_gguf.cpp: what GgufFile reports).
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -10,6 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/inspect_gguf.h"
+#include "cli/text_format.h"
 #include "shoal/model_folder.h"
 
 namespace shoal::cli {
@@ -19,24 +22,6 @@ struct InspectFlags {
   std::string path;
   bool json = false;
 };
-
-// Tensor names come from the file: keep control characters off the terminal.
-std::string printable(std::string_view s) {
-  std::string out;
-  for (char ch : s) {
-    const auto u = static_cast<unsigned char>(ch);
-    out += (u < 0x20 || u == 0x7f) ? fmt::format("\\x{:02x}", u) : std::string(1, ch);
-  }
-  return out;
-}
-
-// 1100048384 -> "1.10 B", 270498816 -> "270.5 M".
-std::string short_count(double n, const char* const (&units)[4], double step) {
-  if (n >= step * step * step) return fmt::format("{:.2f} {}", n / (step * step * step), units[3]);
-  if (n >= step * step) return fmt::format("{:.1f} {}", n / (step * step), units[2]);
-  if (n >= step) return fmt::format("{:.1f} {}", n / step, units[1]);
-  return units[0][0] == '\0' ? fmt::format("{:.0f}", n) : fmt::format("{:.0f} {}", n, units[0]);
-}
 
 std::string json_string_or(const nlohmann::json& j, const char* key, const char* fallback) {
   return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : fallback;
@@ -81,8 +66,6 @@ nlohmann::ordered_json to_json(const ModelFolder& m, const std::string& path) {
 }
 
 void print_human(const ModelFolder& m, const std::string& path) {
-  static const char* const kCountUnits[4] = {"", "K", "M", "B"};
-  static const char* const kByteUnits[4] = {"B", "KB", "MB", "GB"};
   const std::string arch = architecture_of(m.config());
   const std::string model_type = json_string_or(m.config(), "model_type", "?");
   fmt::print("path:                {}\n", path);
@@ -125,6 +108,10 @@ void print_human(const ModelFolder& m, const std::string& path) {
 
 void run(const InspectFlags& flags) {
   const std::filesystem::path path(flags.path);
+  if (is_gguf_file(path)) {
+    inspect_gguf(path, flags.json);
+    return;
+  }
   std::error_code ec;
   const ModelFolder m = std::filesystem::is_directory(path, ec) ? ModelFolder::open(path)
                         : path.extension() == ".safetensors" || std::filesystem::exists(path, ec)
@@ -142,8 +129,9 @@ void run(const InspectFlags& flags) {
 void add_inspect_command(CLI::App& app) {
   auto flags = std::make_shared<InspectFlags>();
   CLI::App* cmd = app.add_subcommand(
-      "inspect", "Show what a model folder or a .safetensors file holds (validates every file)");
-  cmd->add_option("path", flags->path, "Model folder or .safetensors file")->required();
+      "inspect",
+      "Show what a model folder, a .safetensors or a .gguf file holds (validates every file)");
+  cmd->add_option("path", flags->path, "Model folder, .safetensors or .gguf file")->required();
   cmd->add_flag("--json", flags->json, "Print one JSON object instead of text");
   cmd->callback([flags] { run(*flags); });
 }
