@@ -16,7 +16,6 @@ SHOAL_TEST_TMP (scratch folder), SHOAL_KEEP_TMP=1 to keep the generated models,
 SHOAL_SHARED_DATA (shared/data with stories260k; default ../shared/data beside the repository).
 """
 
-import functools
 import json
 import math
 import os
@@ -206,7 +205,10 @@ def reference_forward(cfg, W, ids, round_inputs=False):
     round_inputs: every matrix product's input is rounded to BF16 first (the arithmetic of
     shoal's --bf16-activations for a BF16 model, of PyTorch's bf16 modules and of llama.cpp)."""
     T = len(ids)
-    linear = functools.partial(globals()["linear"], round_inputs=round_inputs)
+
+    def lin(h, name):
+        return linear(W, h, name, round_inputs)
+
     eps = cfg["rms_norm_eps"]
     nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim(cfg)
     x = W["model.embed_tokens.weight"][torch.tensor(ids)]
@@ -221,9 +223,9 @@ def reference_forward(cfg, W, ids, round_inputs=False):
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}."
         h = rms_norm(x, W[p + "input_layernorm.weight"], eps)
-        q = linear(W, h, p + "self_attn.q_proj").view(T, nh, hd)
-        k = linear(W, h, p + "self_attn.k_proj").view(T, nkv, hd)
-        v = linear(W, h, p + "self_attn.v_proj").view(T, nkv, hd)
+        q = lin(h, p + "self_attn.q_proj").view(T, nh, hd)
+        k = lin(h, p + "self_attn.k_proj").view(T, nkv, hd)
+        v = lin(h, p + "self_attn.v_proj").view(T, nkv, hd)
         if cfg["model_type"] == "qwen3":
             q = rms_norm(q, W[p + "self_attn.q_norm.weight"], eps)
             k = rms_norm(k, W[p + "self_attn.k_norm.weight"], eps)
@@ -235,11 +237,11 @@ def reference_forward(cfg, W, ids, round_inputs=False):
         scores = scores.masked_fill(~visible[None], float("-inf"))
         probs = torch.softmax(scores, dim=-1)
         att = torch.einsum("hts,shd->thd", probs, v).reshape(T, nh * hd)
-        x = x + linear(W, att, p + "self_attn.o_proj")
+        x = x + lin(att, p + "self_attn.o_proj")
         h = rms_norm(x, W[p + "post_attention_layernorm.weight"], eps)
-        gate = linear(W, h, p + "mlp.gate_proj")
-        x = x + linear(W, torch.nn.functional.silu(gate) * linear(W, h, p + "mlp.up_proj"),
-                       p + "mlp.down_proj")
+        gate = lin(h, p + "mlp.gate_proj")
+        x = x + lin(torch.nn.functional.silu(gate) * lin(h, p + "mlp.up_proj"),
+                    p + "mlp.down_proj")
         stages.append(x)
     x = rms_norm(x, W["model.norm.weight"], eps)
     stages.append(x)
