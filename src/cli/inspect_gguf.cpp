@@ -58,7 +58,7 @@ nlohmann::ordered_json scalar_json(const GgufValue& v) {
       [](const auto& x) -> nlohmann::ordered_json {
         using T = std::decay_t<decltype(x)>;
         if constexpr (std::is_same_v<T, std::shared_ptr<const GgufArray>>) {
-          return nullptr;  // arrays are handled by the caller (GGUF has no nested output here)
+          return nullptr;  // an array inside an array (GGUF allows it; model files do not use it)
         } else {
           return x;
         }
