@@ -14,6 +14,7 @@
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and then warn that it may be
 // used uninitialised; every lane is written.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace shoal::infer {
 namespace {
@@ -55,37 +56,67 @@ struct alignas(64) TileConfig {
   }
 };
 
+// In-register transpose of a 16 x 16 matrix of 32-bit elements (r[i] is row i; afterwards r[i]
+// is column i): pairs of rows interleaved by 32 bits, then 64 bits, then 128-bit lanes twice.
+[[gnu::target("avx512f,avx512bw")]] void transpose16x16(__m512i (&r)[16]) {
+  __m512i t[16], u[16];
+  for (int k = 0; k < 16; k += 2) {
+    t[k] = _mm512_unpacklo_epi32(r[k], r[k + 1]);
+    t[k + 1] = _mm512_unpackhi_epi32(r[k], r[k + 1]);
+  }
+  // u[4g + j]: element j of each 128-bit lane, rows 4g..4g+3 (in each lane's four slots).
+  for (int g = 0; g < 16; g += 4) {
+    u[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
+    u[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
+    u[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
+    u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    // Lanes {0, 2} and {1, 3} of rows 0-7, then of rows 8-15.
+    const __m512i a0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x88);
+    const __m512i a1 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xdd);
+    const __m512i b0 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x88);
+    const __m512i b1 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xdd);
+    r[j] = _mm512_shuffle_i32x4(a0, b0, 0x88);
+    r[8 + j] = _mm512_shuffle_i32x4(a0, b0, 0xdd);
+    r[4 + j] = _mm512_shuffle_i32x4(a1, b1, 0x88);
+    r[12 + j] = _mm512_shuffle_i32x4(a1, b1, 0xdd);
+  }
+}
+
+// Packs activation rows [16 block, 16 block + 16) (zeros past m). Per K step, each row's 16
+// BF16 pairs form one register; the tile wants pair r of row c at row r, column c, i.e. the
+// transpose of those 16 registers, which is then stored as 16 contiguous tile rows.
 [[gnu::target("avx512f,avx512bw,avx512bf16")]] void pack_block(const float* x, int64_t ldx,
                                                                int64_t m, int64_t block,
                                                                AmxActivations& out) {
-  const __m512i row_offsets =
-      _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                         _mm512_set1_epi32(64));
   const int64_t steps = out.k / kAmxK;
-  for (int64_t c = 0; c < kAmxRows; ++c) {
-    const int64_t i = block * kAmxRows + c;
-    for (int64_t s = 0; s < steps; ++s) {
-      __m512i hi = _mm512_setzero_si512(), lo = _mm512_setzero_si512();
-      if (i < m) {
-        const float* src = x + i * ldx + s * kAmxK;
-        const __m512 v0 = _mm512_loadu_ps(src), v1 = _mm512_loadu_ps(src + 16);
-        const __m256i h0 = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v0));
-        const __m256i h1 = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v1));
-        const __m512 f0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h0), 16));
-        const __m512 f1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h1), 16));
-        const __m256i l0 = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_sub_ps(v0, f0)));
-        const __m256i l1 = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_sub_ps(v1, f1)));
-        hi = _mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1);
-        lo = _mm512_inserti64x4(_mm512_castsi256_si512(l0), l1, 1);
-      }
-      // Pair r of this row (columns 2r, 2r + 1) goes to tile row r, column c.
-      _mm512_i32scatter_epi32(const_cast<uint16_t*>(out.tile(out.hi, block, s)) + 2 * c,
-                              row_offsets, hi, 1);
-      if (out.has_lo) {
-        _mm512_i32scatter_epi32(const_cast<uint16_t*>(out.tile(out.lo, block, s)) + 2 * c,
-                                row_offsets, lo, 1);
-      }
+  for (int64_t s = 0; s < steps; ++s) {
+    __m512i hi[kAmxRows], lo[kAmxRows];
+    for (int64_t c = 0; c < kAmxRows; ++c) {
+      const int64_t i = block * kAmxRows + c;
+      hi[c] = _mm512_setzero_si512();
+      lo[c] = _mm512_setzero_si512();
+      if (i >= m) continue;
+      const float* src = x + i * ldx + s * kAmxK;
+      const __m512 v0 = _mm512_loadu_ps(src), v1 = _mm512_loadu_ps(src + 16);
+      const __m256i h0 = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v0));
+      const __m256i h1 = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v1));
+      hi[c] = _mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1);
+      if (!out.has_lo) continue;
+      const __m512 f0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h0), 16));
+      const __m512 f1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h1), 16));
+      const __m256i l0 = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_sub_ps(v0, f0)));
+      const __m256i l1 = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_sub_ps(v1, f1)));
+      lo[c] = _mm512_inserti64x4(_mm512_castsi256_si512(l0), l1, 1);
     }
+    transpose16x16(hi);
+    auto* hi_tile = const_cast<uint16_t*>(out.tile(out.hi, block, s));
+    for (int64_t r = 0; r < kAmxRows; ++r) _mm512_storeu_si512(hi_tile + r * kAmxK, hi[r]);
+    if (!out.has_lo) continue;
+    transpose16x16(lo);
+    auto* lo_tile = const_cast<uint16_t*>(out.tile(out.lo, block, s));
+    for (int64_t r = 0; r < kAmxRows; ++r) _mm512_storeu_si512(lo_tile + r * kAmxK, lo[r]);
   }
 }
 
