@@ -151,10 +151,8 @@ void amx_pack_activations(ThreadPool& pool, const float* x, int64_t ldx, int64_t
   out.m_pad = (m + 2 * kAmxRows - 1) / (2 * kAmxRows) * (2 * kAmxRows);
   out.k = k;
   const size_t n = static_cast<size_t>(out.m_pad * k);
-  if (out.hi.size() < n) {
-    out.hi.resize(n);
-    out.lo.resize(n);
-  }
+  if (out.hi.size() < n) out.hi.resize(n);
+  if (with_lo && out.lo.size() < n) out.lo.resize(n);
   pool.parallel_for(static_cast<size_t>(out.m_pad / kAmxRows),
                     [&](size_t b) { pack_block(x, ldx, m, static_cast<int64_t>(b), out); });
 }

@@ -97,18 +97,22 @@ void gemv_rows(const Linear& w, const GemvInput& in, int64_t m, float* y, int64_
 void gemv(ThreadPool& pool, std::span<const LinearOutput> outputs, const float* x, int64_t ldx,
           int64_t m, bool accumulate) {
   const GemvInput in = prepare_gemv(*outputs[0].w, x, ldx, m);
-  std::vector<std::pair<size_t, int64_t>> tasks;  // (output, first W row)
+  struct Task {
+    size_t output;
+    int64_t o0, o1;  // W rows [o0, o1)
+  };
+  std::vector<Task> tasks;
   for (size_t j = 0; j < outputs.size(); ++j) {
     const Linear& w = *outputs[j].w;
     const int64_t per_task = std::max<int64_t>(1, kGemvTaskElems / std::max<int64_t>(w.n_in, 1));
-    for (int64_t o0 = 0; o0 < w.n_out; o0 += per_task) tasks.emplace_back(j, o0);
+    for (int64_t o0 = 0; o0 < w.n_out; o0 += per_task) {
+      tasks.push_back({j, o0, std::min(w.n_out, o0 + per_task)});
+    }
   }
   pool.parallel_for(tasks.size(), [&](size_t t) {
-    const auto [j, o0] = tasks[t];
-    const Linear& w = *outputs[j].w;
-    const int64_t per_task = std::max<int64_t>(1, kGemvTaskElems / std::max<int64_t>(w.n_in, 1));
-    gemv_rows(w, in, m, outputs[j].y, outputs[j].ldy, accumulate, o0,
-              std::min(w.n_out, o0 + per_task));
+    const Task& task = tasks[t];
+    const LinearOutput& out = outputs[task.output];
+    gemv_rows(*out.w, in, m, out.y, out.ldy, accumulate, task.o0, task.o1);
   });
 }
 
